@@ -1,0 +1,368 @@
+"""The only door to h11 and wsproto: the WebSocket upgrade handshake and the frame layer.
+
+Everything above this module speaks hyco's own types. h11 and wsproto exceptions are translated
+here into :class:`~hyco_core.errors.RemoteProtocolError`, so a misbehaving peer can never crash the
+kernel with a foreign exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import h11
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.frame_protocol import CloseReason
+
+from .errors import InvalidUrlError, LocalProtocolError, RemoteProtocolError
+from .messages import Headers
+
+__all__ = [
+    "ClientHandshake",
+    "FrameClose",
+    "FrameEvent",
+    "FrameMessage",
+    "FramePing",
+    "FramePong",
+    "FrameViolation",
+    "Frames",
+    "HandshakeAccepted",
+    "HandshakeRefused",
+    "ServerHandshake",
+    "UpgradeRequest",
+    "accept_key",
+    "split_websocket_url",
+]
+
+_WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_MAX_REFUSAL_BODY = 64 * 1024
+_DEFAULT_PORTS = {"ws": 80, "wss": 443, "http": 80, "https": 443}
+
+
+def accept_key(key: bytes) -> bytes:
+    """The ``Sec-WebSocket-Accept`` value a server derives from the client's key (RFC 6455)."""
+    return base64.b64encode(hashlib.sha1(key + _WEBSOCKET_GUID, usedforsecurity=False).digest())
+
+
+def split_websocket_url(url: str) -> tuple[str, str]:
+    """Return the ``Host`` header value and the request target of a ``ws://``/``wss://`` URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise InvalidUrlError("expected a ws:// or wss:// URL with a host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise InvalidUrlError("the URL's port is not a number from 0 to 65535") from None
+    host = parts.hostname
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None and port != _DEFAULT_PORTS[parts.scheme]:
+        host = f"{host}:{port}"
+    target = parts.path or "/"
+    if parts.query:
+        target = f"{target}?{parts.query}"
+    return host, target
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeAccepted:
+    """The server switched protocols; ``trailing`` holds frame bytes that came with the answer."""
+
+    subprotocol: str | None
+    headers: Headers
+    trailing: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeRefused:
+    """The server answered the upgrade with an ordinary HTTP response."""
+
+    status_code: int
+    reason: str
+    headers: Headers
+    body: bytes
+
+
+class ClientHandshake:
+    """The client half of the HTTP/1.1 upgrade to WebSocket, on h11."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        nonce: bytes,
+        subprotocols: Sequence[str] = (),
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        if len(nonce) != 16:
+            raise ValueError("the WebSocket key nonce must be 16 random bytes")
+        host, target = split_websocket_url(url)
+        self._key = base64.b64encode(nonce)
+        self._subprotocols = tuple(subprotocols)
+        request_headers: list[tuple[str, str]] = [
+            ("Host", host),
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", self._key.decode("ascii")),
+            ("Sec-WebSocket-Version", "13"),
+        ]
+        if self._subprotocols:
+            request_headers.append(("Sec-WebSocket-Protocol", ", ".join(self._subprotocols)))
+        request_headers.extend(headers)
+        self._http = h11.Connection(h11.CLIENT)
+        self._refusal: h11.Response | None = None
+        self._body = bytearray()
+        try:
+            self.request = self._http.send(
+                h11.Request(method="GET", target=target, headers=request_headers)
+            ) + self._http.send(h11.EndOfMessage())
+        except h11.LocalProtocolError as exc:
+            raise ValueError(f"cannot build the handshake request: {exc}") from None
+
+    def receive_data(self, data: bytes) -> HandshakeAccepted | HandshakeRefused | None:
+        """Feed bytes from the server (``b""`` at end of stream); return the outcome once known."""
+        self._http.receive_data(data)
+        try:
+            return self._next_outcome()
+        except h11.RemoteProtocolError as exc:
+            raise RemoteProtocolError(
+                f"invalid HTTP answer to the WebSocket upgrade: {exc}"
+            ) from None
+
+    def _next_outcome(self) -> HandshakeAccepted | HandshakeRefused | None:
+        while True:
+            event = self._http.next_event()
+            if event is h11.NEED_DATA:
+                return None
+            if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+                return self._accepted(event)
+            if isinstance(event, h11.Response):
+                self._refusal = event
+            elif isinstance(event, h11.Data):
+                room = _MAX_REFUSAL_BODY - len(self._body)
+                self._body += event.data[:room]
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                # h11 only ends a message it has seen start, so the response head is known.
+                assert self._refusal is not None
+                return HandshakeRefused(
+                    status_code=self._refusal.status_code,
+                    reason=self._refusal.reason.decode("latin-1"),
+                    headers=_headers(self._refusal.headers),
+                    body=bytes(self._body),
+                )
+
+    def _accepted(self, response: h11.InformationalResponse) -> HandshakeAccepted:
+        headers = _headers(response.headers)
+        if headers.get("upgrade", "").lower() != "websocket":
+            raise RemoteProtocolError("the server switched to a protocol other than WebSocket")
+        if headers.get("sec-websocket-accept", "").encode("latin-1") != accept_key(self._key):
+            raise RemoteProtocolError("the server's Sec-WebSocket-Accept does not match our key")
+        if headers.get("sec-websocket-extensions"):
+            raise RemoteProtocolError("the server enabled a WebSocket extension nobody offered")
+        subprotocol = headers.get("sec-websocket-protocol") or None
+        if subprotocol is not None and subprotocol not in self._subprotocols:
+            raise RemoteProtocolError(f"the server chose subprotocol {subprotocol!r}, not offered")
+        trailing, _closed = self._http.trailing_data
+        return HandshakeAccepted(subprotocol=subprotocol, headers=headers, trailing=trailing)
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeRequest:
+    """What a client asked for in its opening handshake."""
+
+    method: str
+    target: str
+    headers: Headers
+    subprotocols: tuple[str, ...]
+
+    @property
+    def is_websocket(self) -> bool:
+        return (
+            self.method == "GET"
+            and self.headers.get("upgrade", "").lower() == "websocket"
+            and "upgrade" in self.headers.get("connection", "").lower()
+            and self.headers.get("sec-websocket-version") == "13"
+            and bool(self.headers.get("sec-websocket-key"))
+        )
+
+
+class ServerHandshake:
+    """The server half of the HTTP/1.1 upgrade to WebSocket, on h11."""
+
+    def __init__(self, *, max_header_bytes: int = 64 * 1024) -> None:
+        self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
+        self._request: UpgradeRequest | None = None
+
+    def receive_data(self, data: bytes) -> UpgradeRequest | None:
+        """Feed bytes from the client (``b""`` at end of stream); return the request once read."""
+        self._http.receive_data(data)
+        try:
+            event = self._http.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise RemoteProtocolError(f"malformed HTTP request: {exc}") from None
+        if isinstance(event, h11.ConnectionClosed):
+            raise RemoteProtocolError("the client closed the connection before its request ended")
+        if not isinstance(event, h11.Request):
+            return None
+        headers = _headers(event.headers)
+        offered = headers.get("sec-websocket-protocol", "")
+        self._request = UpgradeRequest(
+            method=event.method.decode("ascii"),
+            target=event.target.decode("ascii"),
+            headers=headers,
+            subprotocols=tuple(item.strip() for item in offered.split(",") if item.strip()),
+        )
+        return self._request
+
+    def accept(self, *, subprotocol: str | None = None) -> tuple[bytes, bytes]:
+        """Switch protocols; return the answer's bytes and the frame bytes already received."""
+        request = self._require_request()
+        while (event := self._http.next_event()) is not h11.PAUSED:
+            if event is h11.NEED_DATA:
+                raise LocalProtocolError("the upgrade request has not been read to its end")
+        key = request.headers["sec-websocket-key"].encode("latin-1")
+        headers = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", accept_key(key).decode("ascii")),
+        ]
+        if subprotocol is not None:
+            headers.append(("Sec-WebSocket-Protocol", subprotocol))
+        answer = self._http.send(h11.InformationalResponse(status_code=101, headers=headers))
+        trailing, _closed = self._http.trailing_data
+        return answer, trailing
+
+    def refuse(
+        self,
+        status_code: int,
+        reason: str,
+        *,
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> bytes:
+        """Answer with an HTTP error status and reason phrase; the connection then closes."""
+        self._require_request()
+        response_headers = [*headers, ("Content-Length", str(len(body))), ("Connection", "close")]
+        data = self._http.send(
+            h11.Response(
+                status_code=status_code,
+                reason=reason.encode("latin-1", "replace"),
+                headers=response_headers,
+            )
+        )
+        return data + self._http.send(h11.Data(data=body)) + self._http.send(h11.EndOfMessage())
+
+    def _require_request(self) -> UpgradeRequest:
+        if self._request is None:
+            raise LocalProtocolError("no request has been read yet")
+        return self._request
+
+
+def _headers(raw: Sequence[tuple[bytes, bytes]]) -> Headers:
+    return Headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw)
+
+
+@dataclass(frozen=True, slots=True)
+class FrameMessage:
+    """A piece of a text or binary message; ``final`` marks its last piece."""
+
+    data: str | bytes
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FramePing:
+    """A ping to pass on (only when the frame layer does not answer pings itself)."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FramePong:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FrameClose:
+    """The peer sent a close frame."""
+
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FrameViolation:
+    """The peer sent frames RFC 6455 forbids; the connection must close with ``code``."""
+
+    code: int
+    reason: str
+
+
+_STATES_BEFORE_REMOTE_CLOSE = (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING)
+
+FrameEvent = FrameMessage | FramePing | FramePong | FrameClose | FrameViolation
+
+
+class Frames:
+    """RFC 6455 framing after the handshake, on wsproto.
+
+    Pings are answered here, unless ``passes_pings``: a relay hands them to the other side, whose
+    pong it then passes back.
+    """
+
+    def __init__(self, *, client: bool, passes_pings: bool = False) -> None:
+        role = ConnectionType.CLIENT if client else ConnectionType.SERVER
+        self._connection = Connection(role)
+        self._outgoing = bytearray()
+        self.passes_pings = passes_pings
+
+    def receive_data(self, data: bytes) -> None:
+        self._connection.receive_data(data)
+
+    def events(self) -> Iterator[FrameEvent]:
+        for event in self._connection.events():
+            if isinstance(event, TextMessage | BytesMessage):
+                data = event.data if isinstance(event.data, str) else bytes(event.data)
+                yield FrameMessage(data=data, final=event.message_finished)
+            elif isinstance(event, Ping):
+                if self.passes_pings:
+                    yield FramePing(payload=bytes(event.payload))
+                else:
+                    self._outgoing += self._connection.send(event.response())
+            elif isinstance(event, Pong):
+                yield FramePong(payload=bytes(event.payload))
+            elif isinstance(event, CloseConnection):  # pragma: no branch
+                if self._connection.state in _STATES_BEFORE_REMOTE_CLOSE:
+                    # wsproto reports a framing violation as a close it did not receive: the
+                    # state shows no close frame arrived.
+                    yield FrameViolation(code=event.code, reason=event.reason or "")
+                else:
+                    yield FrameClose(code=event.code, reason=event.reason or "")
+
+    def take_outgoing(self) -> bytes:
+        data = bytes(self._outgoing)
+        self._outgoing.clear()
+        return data
+
+    def send_message(self, data: str | bytes, *, final: bool) -> bytes:
+        event: TextMessage | BytesMessage
+        if isinstance(data, str):
+            event = TextMessage(data=data, message_finished=final)
+        else:
+            event = BytesMessage(data=data, message_finished=final)
+        return self._connection.send(event)
+
+    def ping(self, payload: bytes = b"") -> bytes:
+        return self._connection.send(Ping(payload=payload))
+
+    def pong(self, payload: bytes = b"") -> bytes:
+        return self._connection.send(Pong(payload=payload))
+
+    def close(self, code: int, reason: str) -> bytes:
+        if code in (CloseReason.NO_STATUS_RCVD, CloseReason.ABNORMAL_CLOSURE):
+            code = CloseReason.NORMAL_CLOSURE
+        return self._connection.send(CloseConnection(code=code, reason=reason))

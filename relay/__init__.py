@@ -1,0 +1,1 @@
+"""hyco_relay: a local relay service speaking the Azure Relay Hybrid Connections protocol."""
