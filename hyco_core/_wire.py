@@ -22,6 +22,8 @@ from .errors import InvalidUrlError, LocalProtocolError, RemoteProtocolError
 from .messages import Headers
 
 __all__ = [
+    "BodyEnd",
+    "BodyPiece",
     "ClientHandshake",
     "FrameClose",
     "FrameEvent",
@@ -32,8 +34,8 @@ __all__ = [
     "Frames",
     "HandshakeAccepted",
     "HandshakeRefused",
-    "ServerHandshake",
-    "UpgradeRequest",
+    "HttpServer",
+    "IncomingRequest",
     "accept_key",
     "split_websocket_url",
 ]
@@ -171,13 +173,14 @@ class ClientHandshake:
 
 
 @dataclass(frozen=True, slots=True)
-class UpgradeRequest:
-    """What a client asked for in its opening handshake."""
+class IncomingRequest:
+    """The head of an HTTP request a server received: an upgrade to WebSocket, or plain HTTP."""
 
     method: str
     target: str
     headers: Headers
     subprotocols: tuple[str, ...]
+    http_version: str
 
     @property
     def is_websocket(self) -> bool:
@@ -190,35 +193,65 @@ class UpgradeRequest:
         )
 
 
-class ServerHandshake:
-    """The server half of the HTTP/1.1 upgrade to WebSocket, on h11."""
+@dataclass(frozen=True, slots=True)
+class BodyPiece:
+    """A piece of the request body."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BodyEnd:
+    """The request body (possibly empty) is complete."""
+
+
+class HttpServer:
+    """The server end of one HTTP/1.1 connection, on h11: requests in, responses or an upgrade out.
+
+    A connection carries requests one after the other (keep-alive) until either side closes it or
+    it switches to WebSocket.
+    """
 
     def __init__(self, *, max_header_bytes: int = 64 * 1024) -> None:
         self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
-        self._request: UpgradeRequest | None = None
+        self._request: IncomingRequest | None = None
 
-    def receive_data(self, data: bytes) -> UpgradeRequest | None:
-        """Feed bytes from the client (``b""`` at end of stream); return the request once read."""
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the client; ``b""`` means it closed its side."""
         self._http.receive_data(data)
+
+    def next_event(self) -> IncomingRequest | BodyPiece | BodyEnd | None:
+        """The next thing the client sent, or ``None`` when more bytes are needed first."""
         try:
             event = self._http.next_event()
         except h11.RemoteProtocolError as exc:
             raise RemoteProtocolError(f"malformed HTTP request: {exc}") from None
+        if isinstance(event, h11.Request):
+            headers = _headers(event.headers)
+            offered = headers.get("sec-websocket-protocol", "")
+            self._request = IncomingRequest(
+                method=event.method.decode("ascii"),
+                target=event.target.decode("ascii"),
+                headers=headers,
+                subprotocols=tuple(item.strip() for item in offered.split(",") if item.strip()),
+                http_version=event.http_version.decode("ascii"),
+            )
+            return self._request
+        if isinstance(event, h11.Data):
+            return BodyPiece(data=bytes(event.data))
+        if isinstance(event, h11.EndOfMessage):
+            return BodyEnd()
         if isinstance(event, h11.ConnectionClosed):
             raise RemoteProtocolError("the client closed the connection before its request ended")
-        if not isinstance(event, h11.Request):
-            return None
-        headers = _headers(event.headers)
-        offered = headers.get("sec-websocket-protocol", "")
-        self._request = UpgradeRequest(
-            method=event.method.decode("ascii"),
-            target=event.target.decode("ascii"),
-            headers=headers,
-            subprotocols=tuple(item.strip() for item in offered.split(",") if item.strip()),
-        )
-        return self._request
+        return None
 
-    def accept(self, *, subprotocol: str | None = None) -> tuple[bytes, bytes]:
+    def continue_if_expected(self) -> bytes:
+        """The ``100 Continue`` a client waiting for it needs before it sends its body."""
+        if not self._http.they_are_waiting_for_100_continue:
+            return b""
+        return self._http.send(h11.InformationalResponse(status_code=100, headers=[]))
+
+    def accept_websocket(self, *, subprotocol: str | None = None) -> tuple[bytes, bytes]:
         """Switch protocols; return the answer's bytes and the frame bytes already received."""
         request = self._require_request()
         while (event := self._http.next_event()) is not h11.PAUSED:
@@ -244,19 +277,58 @@ class ServerHandshake:
         headers: Sequence[tuple[str, str]] = (),
         body: bytes = b"",
     ) -> bytes:
-        """Answer with an HTTP error status and reason phrase; the connection then closes."""
-        self._require_request()
-        response_headers = [*headers, ("Content-Length", str(len(body))), ("Connection", "close")]
-        data = self._http.send(
-            h11.Response(
-                status_code=status_code,
-                reason=reason.encode("latin-1", "replace"),
-                headers=response_headers,
+        """Answer with an error status and reason phrase, then close the connection."""
+        return (
+            self.start_response(
+                status_code,
+                reason,
+                [*headers, ("Connection", "close")],
+                content_length=len(body),
             )
+            + self.send_body(body)
+            + self.end_response()
         )
-        return data + self._http.send(h11.Data(data=body)) + self._http.send(h11.EndOfMessage())
 
-    def _require_request(self) -> UpgradeRequest:
+    def start_response(
+        self,
+        status_code: int,
+        reason: str,
+        headers: Sequence[tuple[str, str]],
+        *,
+        content_length: int | None,
+    ) -> bytes:
+        """The response head. Without a known length the body is chunked (or ends with the
+        connection, for an HTTP/1.0 client)."""
+        self._require_request()
+        all_headers = list(headers)
+        if content_length is not None:
+            all_headers.append(("Content-Length", str(content_length)))
+        try:
+            return self._http.send(
+                h11.Response(
+                    status_code=status_code,
+                    reason=reason.encode("latin-1", "replace"),
+                    headers=all_headers,
+                )
+            )
+        except h11.LocalProtocolError as exc:
+            raise LocalProtocolError(f"cannot send this response: {exc}") from None
+
+    def send_body(self, data: bytes) -> bytes:
+        return self._http.send(h11.Data(data=data)) if data else b""
+
+    def end_response(self) -> bytes:
+        return self._http.send(h11.EndOfMessage())
+
+    def start_next_request(self) -> bool:
+        """After a complete exchange: whether the connection may carry another request."""
+        if self._http.our_state is h11.DONE and self._http.their_state is h11.DONE:
+            self._http.start_next_cycle()
+            self._request = None
+            return True
+        return False
+
+    def _require_request(self) -> IncomingRequest:
         if self._request is None:
             raise LocalProtocolError("no request has been read yet")
         return self._request

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from .errors import HycoError, RelayError
-from .messages import Accept, Headers, Request
+from .messages import Accept, Headers, Request, Response
 
 __all__ = [
     "AcceptRequested",
@@ -27,7 +27,10 @@ __all__ = [
     "RendezvousRequested",
     "RequestBodyReceived",
     "RequestReceived",
+    "ResponseBodyReceived",
+    "ResponseReceived",
     "TokenRenewalDue",
+    "TokenRenewed",
     "UnknownContentIgnored",
 ]
 
@@ -141,6 +144,33 @@ class RendezvousRequested(Event):
     """
 
     request: Request
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ResponseReceived(Event):
+    """A listener answered an HTTP request (seen by a relay).
+
+    ``body`` is the whole body for an inline answer (``b""`` when it has none), or ``None`` when
+    it follows as :class:`ResponseBodyReceived` pieces on a rendezvous.
+    """
+
+    response: Response
+    body: bytes | None = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ResponseBodyReceived(Event):
+    """A piece of a streamed response body (seen by a relay); ``final`` marks its end."""
+
+    data: bytes = field(repr=False)
+    final: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TokenRenewed(Event):
+    """A listener sent ``renewToken`` (seen by a relay, which must verify the token)."""
+
+    token: str = field(repr=False)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -1,19 +1,102 @@
-"""The relay's side of the protocol: WebSockets it accepted, and its view of a listener's channels.
+"""The relay's side of the protocol: connections it accepted, and what it forwards.
 
-A relay reads each incoming connection's request with :class:`~hyco_core.service.HttpServer`
-and, once it has switched protocols, speaks WebSocket through :class:`ServerWebSocket` (a sender
-or an accepted rendezvous), :class:`ServiceControlChannel` (a listener's control channel) or
-:class:`ServiceHttpRendezvous` (an HTTP rendezvous). Like the client role, none of them does I/O.
+A relay reads each incoming connection with :class:`HttpServer` (an upgrade to WebSocket, or a
+plain HTTP request from an HTTP sender). Once it has switched protocols it speaks through
+:class:`ServerWebSocket` (a sender, or a listener's accept rendezvous),
+:class:`ServiceControlChannel` (a listener's control channel) or :class:`ServiceHttpRendezvous`
+(an HTTP rendezvous). The functions below decide what a relay forwards: the token a request
+carries, the headers a listener may see, the ``Via`` the relay adds. Like the client role, none
+of it does I/O.
 """
 
 from __future__ import annotations
 
-from ._wire import Frames, ServerHandshake, UpgradeRequest
-from .channel import ChannelConfig, RelayedWebSocket, _Trigger
+from collections.abc import Mapping
 
-__all__ = ["RELAY_CONFIG", "ServerHandshake", "ServerWebSocket", "UpgradeRequest"]
+from ._wire import BodyEnd, BodyPiece, Frames, HttpServer, IncomingRequest
+from .channel import ChannelConfig, RelayedWebSocket, TextCollector, _Trigger
+from .control import message_kind
+from .errors import LocalProtocolError, RemoteProtocolError
+from .events import (
+    ResponseBodyReceived,
+    ResponseReceived,
+    TokenRenewed,
+    UnknownContentIgnored,
+)
+from .messages import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    HOP_BY_HOP_HEADERS,
+    INLINE_BODY_LIMIT,
+    Accept,
+    Headers,
+    RenewToken,
+    Request,
+    Response,
+    decode_message,
+    encode_message,
+)
+
+__all__ = [
+    "AUTHORIZATION_HEADERS",
+    "RELAY_CONFIG",
+    "BodyEnd",
+    "BodyPiece",
+    "HttpServer",
+    "IncomingRequest",
+    "ServerWebSocket",
+    "ServiceControlChannel",
+    "ServiceHttpRendezvous",
+    "add_via",
+    "forwarded_connect_headers",
+    "forwarded_request_headers",
+    "request_token",
+]
 
 RELAY_CONFIG = ChannelConfig()
+
+#: Headers that carry relay credentials; a relay never forwards them.
+AUTHORIZATION_HEADERS = frozenset({"servicebusauthorization"})
+
+
+def request_token(
+    headers: Mapping[str, str], relay_parameters: Mapping[str, str], *, http: bool
+) -> tuple[str | None, str | None]:
+    """The relay token a request carries, and the header it came in (``None`` for the query).
+
+    ``ServiceBusAuthorization`` first, then ``sb-hc-token`` in the query; for plain HTTP senders
+    ``Authorization`` counts too, but only when neither of the others is present.
+    """
+    token = headers.get("servicebusauthorization")
+    if token:
+        return token, "ServiceBusAuthorization"
+    token = relay_parameters.get("sb-hc-token")
+    if token:
+        return token, None
+    token = headers.get("authorization") if http else None
+    if token:
+        return token, "Authorization"
+    return None, None
+
+
+def forwarded_connect_headers(headers: Headers) -> Headers:
+    """A sender's handshake headers as a listener sees them in ``accept``: minus the token."""
+    return headers.without(AUTHORIZATION_HEADERS)
+
+
+def forwarded_request_headers(headers: Headers, *, token_header: str | None) -> Headers:
+    """An HTTP sender's headers as a listener sees them: no hop-by-hop, no relay credentials."""
+    dropped = HOP_BY_HOP_HEADERS | AUTHORIZATION_HEADERS
+    if token_header is not None:
+        dropped = dropped | {token_header.lower()}
+    return headers.without(dropped)
+
+
+def add_via(headers: Headers, namespace_host: str) -> Headers:
+    """``headers`` with the relay named in ``Via`` (appended to one already there)."""
+    hop = f"1.1 {namespace_host}"
+    existing = headers.get("via")
+    value = f"{existing}, {hop}" if existing else hop
+    return Headers([*headers.without(["via"]).items(), ("Via", value)])
 
 
 class ServerWebSocket(RelayedWebSocket):
@@ -37,3 +120,148 @@ class ServerWebSocket(RelayedWebSocket):
         self._frames = Frames(client=False, passes_pings=passes_pings)
         self._transition(_Trigger.HANDSHAKE_ACCEPTED)
         self.receive_data(trailing, now)
+
+
+class _ControlMessages(ServerWebSocket):
+    """Shared by the relay's control channel and HTTP rendezvous: text messages are JSON."""
+
+    _hears_renewals = False
+
+    def __init__(
+        self,
+        *,
+        now: float,
+        trailing: bytes = b"",
+        config: ChannelConfig = RELAY_CONFIG,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        self._text = TextCollector(max_message_size)
+        self._response: Response | None = None
+        super().__init__(now=now, trailing=trailing, config=config)
+
+    def _on_message(self, data: str | bytes, final: bool) -> None:
+        if isinstance(data, bytes):
+            self._on_body(data, final)
+            return
+        text = self._text.add(data, final)
+        if text is None:
+            return
+        if self._response is not None:
+            raise RemoteProtocolError("a response's body did not follow it; a text message came")
+        decoded = decode_message(text, max_size=self._text.limit)
+        message = decoded.message
+        if decoded.ignored_fields:
+            kind = message_kind(message)
+            self._events.append(UnknownContentIgnored(kind=kind, fields=decoded.ignored_fields))
+        if isinstance(message, Response):
+            self._on_response(message)
+        elif isinstance(message, RenewToken) and self._hears_renewals:
+            self._events.append(TokenRenewed(token=message.token))
+        else:
+            self._events.append(
+                UnknownContentIgnored(kind=message_kind(message), excerpt=_excerpt(message, text))
+            )
+
+    def _on_response(self, response: Response) -> None:
+        raise NotImplementedError
+
+    def _on_body(self, data: bytes, final: bool) -> None:
+        raise NotImplementedError
+
+
+def _excerpt(message: object, text: str) -> str:
+    # A renewToken carries a secret: never keep its text.
+    return "" if isinstance(message, RenewToken) else text[:200]
+
+
+class ServiceControlChannel(_ControlMessages):
+    """The relay's end of a listener's control channel.
+
+    The relay announces senders (:meth:`send_accept`) and HTTP requests (:meth:`send_request`);
+    it hears :class:`~hyco_core.events.ResponseReceived` (with the inline body that follows a
+    ``response`` as one binary message) and :class:`~hyco_core.events.TokenRenewed`.
+    """
+
+    _hears_renewals = True
+
+    def __init__(
+        self,
+        *,
+        now: float,
+        trailing: bytes = b"",
+        config: ChannelConfig = RELAY_CONFIG,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_inline_body: int = INLINE_BODY_LIMIT,
+    ) -> None:
+        self._max_inline_body = max_inline_body
+        self._body = bytearray()
+        super().__init__(
+            now=now, trailing=trailing, config=config, max_message_size=max_message_size
+        )
+
+    def send_accept(self, accept: Accept) -> None:
+        self._send_message(encode_message(accept), final=True)
+
+    def send_request(self, request: Request, body: bytes = b"") -> None:
+        """Announce an HTTP request: whole and inline, or (``request.body`` is ``None``) only its
+        address, so that the listener fetches it over a rendezvous."""
+        if request.body is None and body:
+            raise LocalProtocolError("a request sent for a rendezvous carries no inline body")
+        if len(body) > self._max_inline_body:
+            raise LocalProtocolError(f"an inline body is at most {self._max_inline_body} bytes")
+        self._send_message(encode_message(request), final=True)
+        if request.body:
+            self._send_message(body, final=True)
+
+    def _on_response(self, response: Response) -> None:
+        if response.body:
+            self._response = response
+        else:
+            self._events.append(ResponseReceived(response=response, body=b""))
+
+    def _on_body(self, data: bytes, final: bool) -> None:
+        response = self._response
+        if response is None:
+            if final:
+                self._events.append(UnknownContentIgnored(kind="binary"))
+            return
+        if len(self._body) + len(data) > self._max_inline_body:
+            raise RemoteProtocolError(
+                f"an inline response body exceeds {self._max_inline_body} bytes", close_code=1009
+            )
+        self._body += data
+        if final:
+            self._events.append(ResponseReceived(response=response, body=bytes(self._body)))
+            self._body.clear()
+            self._response = None
+
+
+class ServiceHttpRendezvous(_ControlMessages):
+    """The relay's end of an HTTP rendezvous: requests go out, streamed responses come back.
+
+    :class:`~hyco_core.events.ResponseReceived` has ``body=None`` when the body follows as
+    :class:`~hyco_core.events.ResponseBodyReceived` pieces, ``b""`` when there is none.
+    """
+
+    def send_request(self, request: Request) -> None:
+        """The request head; with ``request.body`` set, follow with :meth:`send_body`."""
+        self._send_message(encode_message(request), final=True)
+
+    def send_body(self, data: bytes, *, final: bool) -> None:
+        self._send_message(data, final=final)
+
+    def _on_response(self, response: Response) -> None:
+        if response.body:
+            self._response = response
+        self._events.append(
+            ResponseReceived(response=response, body=None if response.body else b"")
+        )
+
+    def _on_body(self, data: bytes, final: bool) -> None:
+        if self._response is None:
+            if final:
+                self._events.append(UnknownContentIgnored(kind="binary"))
+            return
+        self._events.append(ResponseBodyReceived(data=data, final=final))
+        if final:
+            self._response = None

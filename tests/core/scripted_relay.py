@@ -14,8 +14,8 @@ from hyco_core._wire import (
     FrameMessage,
     Frames,
     FrameViolation,
-    ServerHandshake,
-    UpgradeRequest,
+    HttpServer,
+    IncomingRequest,
 )
 from hyco_core.channel import WebSocketChannel
 
@@ -24,8 +24,8 @@ NONCE = bytes(range(16))
 
 @dataclass
 class ScriptedRelay:
-    handshake: ServerHandshake = field(default_factory=ServerHandshake)
-    request: UpgradeRequest | None = None
+    server: HttpServer = field(default_factory=HttpServer)
+    request: IncomingRequest | None = None
     frames: Frames | None = None
     received: list[FrameEvent] = field(default_factory=list)
 
@@ -34,20 +34,23 @@ class ScriptedRelay:
         if not data:
             return
         if self.frames is None:
-            self.request = self.handshake.receive_data(data) or self.request
+            self.server.receive_data(data)
+            event = self.server.next_event()
+            if isinstance(event, IncomingRequest):
+                self.request = event
             return
         self.frames.receive_data(data)
         self.received.extend(self.frames.events())
 
     def accept(self, subprotocol: str | None = None) -> bytes:
-        answer, trailing = self.handshake.accept(subprotocol=subprotocol)
+        answer, trailing = self.server.accept_websocket(subprotocol=subprotocol)
         self.frames = Frames(client=False)
         if trailing:
             self.feed(trailing)
         return answer
 
     def refuse(self, status_code: int, reason: str, body: bytes = b"") -> bytes:
-        return self.handshake.refuse(status_code, reason, body=body)
+        return self.server.refuse(status_code, reason, body=body)
 
     def send(self, data: str | bytes, *, final: bool = True) -> bytes:
         assert self.frames is not None

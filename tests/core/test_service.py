@@ -2,17 +2,45 @@
 
 from __future__ import annotations
 
+import pytest
+
 from hyco_core import (
+    Accept,
+    AcceptRequested,
     ChannelClosed,
     ChannelState,
+    ControlChannel,
+    Headers,
+    HttpRendezvous,
+    HttpServer,
+    IncomingRequest,
+    LocalProtocolError,
     MessageReceived,
     Opened,
     PingReceived,
     PongReceived,
     RelayedWebSocket,
-    ServerHandshake,
+    RemoteEndpoint,
+    RemoteProtocolError,
+    RendezvousRequested,
+    Request,
+    RequestBodyReceived,
+    RequestReceived,
+    Response,
+    ResponseBodyReceived,
+    ResponseReceived,
     ServerWebSocket,
+    ServiceControlChannel,
+    ServiceHttpRendezvous,
+    TokenRenewed,
+    UnknownContentIgnored,
+    WebSocketChannel,
+    add_via,
+    forwarded_connect_headers,
+    forwarded_request_headers,
+    request_token,
 )
+from hyco_core.events import Event
 
 from .scripted_relay import NONCE
 
@@ -20,14 +48,13 @@ from .scripted_relay import NONCE
 def pair(*, passes_pings: bool = False) -> tuple[RelayedWebSocket, ServerWebSocket]:
     """A client channel and the relay's server channel, handshake done, trailing frames kept."""
     client = RelayedWebSocket(url="ws://relay:9090/$hc/hc1", now=0.0, nonce=NONCE)
-    handshake = ServerHandshake()
-    request = handshake.receive_data(client.data_to_send())
-    assert request is not None
-    answer, trailing = handshake.accept()
+    http = HttpServer()
+    http.receive_data(client.data_to_send())
+    assert isinstance(http.next_event(), IncomingRequest)
+    answer, trailing = http.accept_websocket()
     client.receive_data(answer, 0.0)
     assert [type(e) for e in client.events()] == [Opened]
-    server = ServerWebSocket(now=0.0, trailing=trailing, passes_pings=passes_pings)
-    return client, server
+    return client, ServerWebSocket(now=0.0, trailing=trailing, passes_pings=passes_pings)
 
 
 def test_server_channel_is_open_and_relays_messages_both_ways() -> None:
@@ -44,9 +71,10 @@ def test_server_channel_is_open_and_relays_messages_both_ways() -> None:
 
 def test_frames_sent_with_the_handshake_are_read_at_once() -> None:
     client = RelayedWebSocket(url="ws://relay/$hc/hc1", now=0.0, nonce=NONCE)
-    handshake = ServerHandshake()
-    handshake.receive_data(client.data_to_send())
-    answer, _ = handshake.accept()
+    http = HttpServer()
+    http.receive_data(client.data_to_send())
+    http.next_event()
+    answer, _ = http.accept_websocket()
     client.receive_data(answer, 0.0)
     client.send_message("early")
     server = ServerWebSocket(now=0.0, trailing=client.data_to_send())
@@ -91,3 +119,254 @@ def test_close_codes_pass_from_client_to_server() -> None:
     (echo,) = client.events()
     assert isinstance(echo, ChannelClosed)
     assert echo.code == 4002
+
+
+# -- the relay's control channel and HTTP rendezvous, against the listener's kernel objects --
+
+LISTEN = "ws://relay:9090/$hc/hc1?sb-hc-action=listen"
+
+
+def control_pair() -> tuple[ControlChannel, ServiceControlChannel]:
+    listener = ControlChannel(url=LISTEN, now=0.0, nonce=NONCE, token="SharedAccessSignature t")
+    http = HttpServer()
+    http.receive_data(listener.data_to_send())
+    request = http.next_event()
+    assert isinstance(request, IncomingRequest)
+    assert request.headers["ServiceBusAuthorization"] == "SharedAccessSignature t"
+    answer, trailing = http.accept_websocket()
+    listener.receive_data(answer, 0.0)
+    listener.events()
+    return listener, ServiceControlChannel(now=0.0, trailing=trailing, max_inline_body=100)
+
+
+def deliver(source: WebSocketChannel, target: WebSocketChannel) -> list[Event]:
+    target.receive_data(source.data_to_send(), 1.0)
+    return target.events()
+
+
+ACCEPT = Accept(
+    address="ws://relay:9090/$hc/hc1?sb-hc-action=accept&sb-hc-id=a1",
+    id="a1",
+    connect_headers=Headers({"X-A": "1"}),
+    remote_endpoint=RemoteEndpoint(address="127.0.0.1", port=5000),
+)
+
+
+def test_accept_and_inline_http_between_relay_and_listener() -> None:
+    listener, relay = control_pair()
+    relay.send_accept(ACCEPT)
+    assert deliver(relay, listener) == [AcceptRequested(accept=ACCEPT)]
+
+    request = Request(
+        address="ws://relay:9090/$hc/hc1?sb-hc-action=request&sb-hc-id=r1",
+        id="r1",
+        request_target="/hc1/x",
+        method="POST",
+        request_headers=Headers({"Content-Type": "text/plain"}),
+        body=True,
+    )
+    relay.send_request(request, b"ping")
+    listener._send_message(
+        '{"response":{"requestId":"r0","statusCode":200,"body":true}}', final=True
+    )
+    listener._send_message(b"in ", final=False)
+    listener._send_message(b"pieces", final=True)
+    (pieced,) = deliver(listener, relay)
+    assert isinstance(pieced, ResponseReceived)
+    assert pieced.body == b"in pieces"
+    (received,) = deliver(relay, listener)
+    assert isinstance(received, RequestReceived)
+    assert received.body == b"ping"
+    listener.send_response(Response(request_id="r1", status_code=200), b"pong")
+    (answered,) = deliver(listener, relay)
+    assert isinstance(answered, ResponseReceived)
+    assert answered.response.body
+    assert answered.body == b"pong"
+    listener.send_response(Response(request_id="r2", status_code=204))
+    assert deliver(listener, relay) == [
+        ResponseReceived(response=Response(request_id="r2", status_code=204), body=b"")
+    ]
+
+
+def test_request_for_a_rendezvous_is_only_an_address() -> None:
+    listener, relay = control_pair()
+    relay.send_request(
+        Request(
+            address="ws://relay/$hc/hc1?sb-hc-action=request",
+            id="r3",
+            body=None,
+            request_target=None,
+            method=None,
+            request_headers=Headers(),
+        )
+    )
+    (event,) = deliver(relay, listener)
+    assert isinstance(event, RendezvousRequested)
+    with pytest.raises(LocalProtocolError, match="no inline body"):
+        relay.send_request(
+            Request(
+                address="a",
+                id="r",
+                body=None,
+                request_target=None,
+                method=None,
+                request_headers=Headers(),
+            ),
+            b"x",
+        )
+    with pytest.raises(LocalProtocolError, match="at most 100"):
+        relay.send_request(
+            Request(
+                address="a",
+                id="r",
+                body=True,
+                request_target="/",
+                method="GET",
+                request_headers=Headers(),
+            ),
+            b"x" * 101,
+        )
+
+
+def test_renewals_reach_the_relay_with_the_token_hidden() -> None:
+    listener, relay = control_pair()
+    listener.renew_token("SharedAccessSignature fresh", now=1.0)
+    (event,) = deliver(listener, relay)
+    assert event == TokenRenewed(token="SharedAccessSignature fresh")
+    assert "fresh" not in repr(event)
+
+
+def test_relay_ignores_what_it_does_not_expect_from_a_listener() -> None:
+    listener, relay = control_pair()
+    text = '{"accept": {"address": "a", "id": "b", "x": 1}}'
+    listener._send_message(text[:5], final=False)
+    listener._send_message(text[5:], final=True)
+    events = deliver(listener, relay)
+    assert [e.kind for e in events if isinstance(e, UnknownContentIgnored)] == ["accept", "accept"]
+
+
+def test_relay_control_channel_faults() -> None:
+    listener, relay = control_pair()
+    listener._send_message(b"stray", final=False)
+    listener._send_message(b"!", final=True)
+    assert deliver(listener, relay) == [UnknownContentIgnored(kind="binary")]
+    listener._send_message(
+        '{"response": {"requestId": "r", "statusCode": 200, "body": true}}', final=True
+    )
+    listener._send_message("{}", final=True)
+    (closed,) = [e for e in deliver(listener, relay) if isinstance(e, ChannelClosed)]
+    assert isinstance(closed.error, RemoteProtocolError)
+
+    listener, relay = control_pair()
+    listener.send_response(Response(request_id="r", status_code=200), b"x" * 101)
+    (too_big,) = deliver(listener, relay)
+    assert isinstance(too_big, ChannelClosed)
+    assert too_big.code == 1009
+
+
+def rendezvous_pair() -> tuple[HttpRendezvous, ServiceHttpRendezvous]:
+    listener = HttpRendezvous(
+        address="ws://relay/$hc/hc1?sb-hc-action=request&sb-hc-id=r", now=0.0, nonce=NONCE
+    )
+    http = HttpServer()
+    http.receive_data(listener.data_to_send())
+    http.next_event()
+    answer, trailing = http.accept_websocket()
+    listener.receive_data(answer, 0.0)
+    listener.events()
+    return listener, ServiceHttpRendezvous(now=0.0, trailing=trailing)
+
+
+def test_streamed_exchange_on_an_http_rendezvous() -> None:
+    listener, relay = rendezvous_pair()
+    request = Request(
+        address="a",
+        id="q",
+        request_target="/hc1",
+        method="PUT",
+        request_headers=Headers(),
+        body=True,
+    )
+    relay.send_request(request)
+    relay.send_body(b"up" * 50_000, final=False)
+    relay.send_body(b"!", final=True)
+    events = deliver(relay, listener)
+    assert isinstance(events[0], RequestReceived)
+    assert (
+        b"".join(e.data for e in events if isinstance(e, RequestBodyReceived))
+        == b"up" * 50_000 + b"!"
+    )
+    listener.send_response(Response(request_id="q", status_code=200, body=True))
+    listener.send_body(b"down", final=False)
+    listener.send_body(b"", final=True)
+    events = deliver(listener, relay)
+    assert isinstance(events[0], ResponseReceived)
+    assert events[0].body is None
+    assert events[1:] == [
+        ResponseBodyReceived(data=b"down", final=False),
+        ResponseBodyReceived(data=b"", final=True),
+    ]
+    relay.send_request(
+        Request(
+            address="a",
+            id="q2",
+            request_target="/",
+            method="GET",
+            request_headers=Headers(),
+            body=False,
+        )
+    )
+    deliver(relay, listener)
+    listener.send_response(Response(request_id="q2", status_code=304))
+    (event,) = deliver(listener, relay)
+    assert isinstance(event, ResponseReceived)
+    assert event.body == b""
+
+
+def test_http_rendezvous_ignores_stray_binary_and_renewals() -> None:
+    listener, relay = rendezvous_pair()
+    listener._send_message(b"x", final=False)
+    listener._send_message(b"y", final=True)
+    listener._send_message('{"renewToken": {"token": "secret-token"}}', final=True)
+    events = deliver(listener, relay)
+    assert events[0] == UnknownContentIgnored(kind="binary")
+    assert events[1] == UnknownContentIgnored(kind="renewToken", excerpt="")
+
+
+def test_token_is_taken_from_header_then_query_then_authorization() -> None:
+    both = Headers({"ServiceBusAuthorization": "h", "Authorization": "a"})
+    assert request_token(both, {"sb-hc-token": "q"}, http=True) == ("h", "ServiceBusAuthorization")
+    assert request_token(Headers({"Authorization": "a"}), {"sb-hc-token": "q"}, http=True) == (
+        "q",
+        None,
+    )
+    assert request_token(Headers({"Authorization": "a"}), {}, http=True) == ("a", "Authorization")
+    assert request_token(Headers({"Authorization": "a"}), {}, http=False) == (None, None)
+
+
+def test_forwarded_headers_lose_credentials_and_hop_by_hop_headers() -> None:
+    headers = Headers(
+        {
+            "ServiceBusAuthorization": "t",
+            "Authorization": "app",
+            "Connection": "keep-alive",
+            "Content-Length": "3",
+            "X-Keep": "1",
+        }
+    )
+    assert list(forwarded_connect_headers(headers)) == [
+        "Authorization",
+        "Connection",
+        "Content-Length",
+        "X-Keep",
+    ]
+    assert list(forwarded_request_headers(headers, token_header=None)) == [
+        "Authorization",
+        "X-Keep",
+    ]
+    assert list(forwarded_request_headers(headers, token_header="Authorization")) == ["X-Keep"]
+
+
+def test_via_names_the_relay() -> None:
+    assert add_via(Headers({"A": "1"}), "ns.example")["Via"] == "1.1 ns.example"
+    assert add_via(Headers({"via": "1.0 proxy"}), "ns")["via"] == "1.0 proxy, 1.1 ns"

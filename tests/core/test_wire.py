@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hyco_core._wire import ClientHandshake, ServerHandshake, accept_key, split_websocket_url
+from hyco_core._wire import (
+    BodyEnd,
+    BodyPiece,
+    ClientHandshake,
+    HttpServer,
+    IncomingRequest,
+    accept_key,
+    split_websocket_url,
+)
 from hyco_core.errors import InvalidUrlError, LocalProtocolError, RemoteProtocolError
 
 from .scripted_relay import NONCE
@@ -40,50 +48,112 @@ def upgrade_request() -> bytes:
     return ClientHandshake(url="ws://relay/$hc/hc1", nonce=NONCE, subprotocols=["p"]).request
 
 
-def test_server_handshake_reads_a_request_fed_byte_by_byte() -> None:
-    server = ServerHandshake()
+def read_request(server: HttpServer, data: bytes) -> IncomingRequest:
+    server.receive_data(data)
+    event = server.next_event()
+    assert isinstance(event, IncomingRequest)
+    return event
+
+
+def test_server_reads_an_upgrade_fed_byte_by_byte() -> None:
+    server = HttpServer()
     data = upgrade_request()
-    results = [server.receive_data(data[i : i + 1]) for i in range(len(data))]
-    assert results[:-1] == [None] * (len(data) - 1)
-    request = results[-1]
-    assert request is not None
+    for i in range(len(data) - 1):
+        server.receive_data(data[i : i + 1])
+        assert server.next_event() is None
+    request = read_request(server, data[-1:])
     assert request.is_websocket
     assert request.subprotocols == ("p",)
+    assert request.http_version == "1.1"
 
 
-def test_plain_http_request_is_not_a_websocket() -> None:
-    server = ServerHandshake()
-    request = server.receive_data(b"GET /hc1 HTTP/1.1\r\nHost: relay\r\n\r\n")
-    assert request is not None
+def test_plain_request_with_body_keep_alive_and_a_second_request() -> None:
+    server = HttpServer()
+    request = read_request(
+        server, b"POST /hc1/x?y=1 HTTP/1.1\r\nHost: relay\r\nContent-Length: 5\r\n\r\nhel"
+    )
     assert not request.is_websocket
+    assert (request.method, request.target) == ("POST", "/hc1/x?y=1")
+    assert server.next_event() == BodyPiece(data=b"hel")
+    assert server.next_event() is None
+    server.receive_data(b"lo")
+    assert server.next_event() == BodyPiece(data=b"lo")
+    assert server.next_event() == BodyEnd()
+    head = server.start_response(200, "OK", [("X-A", "1")], content_length=None)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert server.send_body(b"") == b""
+    body = server.send_body(b"data") + server.end_response()
+    assert body == b"4\r\ndata\r\n0\r\n\r\n"
+    assert server.start_next_request()
+    second = read_request(server, b"GET /hc1 HTTP/1.1\r\nHost: relay\r\n\r\n")
+    assert second.method == "GET"
+    assert server.next_event() == BodyEnd()
+
+
+def test_expect_continue_is_answered_only_when_awaited() -> None:
+    server = HttpServer()
+    read_request(
+        server,
+        b"PUT /hc1 HTTP/1.1\r\nHost: r\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+    )
+    assert server.continue_if_expected().startswith(b"HTTP/1.1 100 ")
+    assert server.continue_if_expected() == b""
+
+
+def test_connection_close_forbids_another_request() -> None:
+    server = HttpServer()
+    read_request(server, b"GET / HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n")
+    assert server.next_event() == BodyEnd()
+    server.start_response(204, "No Content", [], content_length=0)
+    server.end_response()
+    assert not server.start_next_request()
+
+
+def test_invalid_response_is_a_local_error() -> None:
+    server = HttpServer()
+    read_request(server, b"GET / HTTP/1.1\r\nHost: r\r\n\r\n")
+    with pytest.raises(LocalProtocolError, match="cannot send"):
+        server.start_response(200, "OK", [("Bad Name", "x")], content_length=0)
 
 
 def test_malformed_or_truncated_requests_are_remote_errors() -> None:
+    server = HttpServer()
+    server.receive_data(b"\x00\x01 nonsense\r\n\r\n")
     with pytest.raises(RemoteProtocolError, match="malformed"):
-        ServerHandshake().receive_data(b"\x00\x01 nonsense\r\n\r\n")
-    server = ServerHandshake()
-    server.receive_data(b"GET / HTTP/1.1\r\n")
+        server.next_event()
+    server = HttpServer()
+    read_request(server, b"POST / HTTP/1.1\r\nHost: r\r\nContent-Length: 9\r\n\r\n")
+    server.receive_data(b"")
+    with pytest.raises(RemoteProtocolError):
+        server.next_event()
+    server = HttpServer()
+    server.receive_data(b"")
     with pytest.raises(RemoteProtocolError, match="closed"):
-        server.receive_data(b"")
+        server.next_event()
 
 
 def test_server_actions_need_a_complete_request() -> None:
     with pytest.raises(LocalProtocolError, match="no request"):
-        ServerHandshake().refuse(400, "Bad")
-    server = ServerHandshake()
-    server.receive_data(
+        HttpServer().refuse(400, "Bad")
+    server = HttpServer()
+    read_request(
+        server,
         b"GET / HTTP/1.1\r\nHost: r\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Content-Length: 5\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: a2V5\r\n\r\n"
+        b"Content-Length: 5\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: a2V5\r\n\r\n",
     )
     with pytest.raises(LocalProtocolError, match="to its end"):
-        server.accept()
+        server.accept_websocket()
 
 
 @given(st.binary(max_size=200))
-def test_server_handshake_on_any_bytes_reads_or_raises_remote_errors(data: bytes) -> None:
-    server = ServerHandshake()
+def test_server_on_any_bytes_reads_or_raises_remote_errors(data: bytes) -> None:
+    server = HttpServer()
     try:
         server.receive_data(data)
+        for _ in range(4):
+            server.next_event()
         server.receive_data(b"")
+        server.next_event()
     except RemoteProtocolError:
         pass
