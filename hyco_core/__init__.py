@@ -29,6 +29,7 @@ from .control import (
 )
 from .errors import (
     AuthorizationError,
+    ConnectionClosed,
     ConnectionLostError,
     ConnectionStringError,
     EndpointNotFoundError,
@@ -163,6 +164,7 @@ __all__ = [
     "ChannelClosed",
     "ChannelConfig",
     "ChannelState",
+    "ConnectionClosed",
     "ConnectionLostError",
     "ConnectionString",
     "ConnectionStringError",

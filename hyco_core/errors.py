@@ -11,6 +11,7 @@ import re
 
 __all__ = [
     "AuthorizationError",
+    "ConnectionClosed",
     "ConnectionLostError",
     "ConnectionStringError",
     "EndpointNotFoundError",
@@ -55,6 +56,19 @@ class RemoteProtocolError(HycoError):
     def __init__(self, message: str, *, close_code: int = 1002) -> None:
         super().__init__(message)
         self.close_code = close_code
+
+
+class ConnectionClosed(HycoError):
+    """The WebSocket is closed; ``code`` and ``reason`` are its close frame's (1006: dropped).
+
+    When the close means a failure, the failure is the ``__cause__``.
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+        detail = f": {reason}" if reason else ""
+        super().__init__(f"the connection is closed (code {code}{detail})")
 
 
 class InvalidTokenError(HycoError, ValueError):

@@ -1,0 +1,893 @@
+"""The local relay: Azure Relay Hybrid Connections, served on one port with anyio.
+
+Every connection starts as HTTP/1.1. Its target and ``sb-hc-action`` decide what it is:
+
+- ``listen``: a listener's control channel (token with Listen; at most 25 per entity);
+- ``connect`` (or no action): a sender's WebSocket (token with Send, unless anonymous senders
+  are allowed). The relay announces it to a random listener with ``accept`` and waits for that
+  listener to open the rendezvous (``accept``) or to reject it;
+- ``accept`` / ``request``: a listener opening a rendezvous the relay announced;
+- anything else without ``$hc``: an HTTP sender's request, forwarded inline or over a rendezvous.
+
+The protocol itself lives in :mod:`hyco_core`; this module moves bytes, keeps the registry of
+listeners and pending rendezvous, and keeps time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import anyio
+import anyio.abc
+
+from hyco_core import (
+    HOP_BY_HOP_HEADERS,
+    INLINE_BODY_LIMIT,
+    INLINE_HEADERS_LIMIT,
+    Accept,
+    BodyEnd,
+    BodyPiece,
+    ChannelClosed,
+    ChannelState,
+    Event,
+    Headers,
+    HttpServer,
+    IncomingRequest,
+    InvalidUrlError,
+    LocalProtocolError,
+    MessageReceived,
+    PingReceived,
+    PongReceived,
+    RelayUrl,
+    RemoteEndpoint,
+    RemoteProtocolError,
+    Request,
+    Response,
+    ResponseBodyReceived,
+    ResponseReceived,
+    ServerWebSocket,
+    ServiceControlChannel,
+    ServiceHttpRendezvous,
+    TokenRenewed,
+    add_via,
+    forwarded_connect_headers,
+    forwarded_request_headers,
+    parse_relay_url,
+    reason_phrase,
+    redact_url,
+    request_token,
+    verify_sas_token,
+)
+from hyco_transports.pump import READ_SIZE, STREAM_ERRORS, ChannelSocket
+
+from .config import EntityConfig, NamespaceConfig, RelayConfig, Right, connection_string_for
+
+__all__ = ["Relay", "serve_relay"]
+
+logger = logging.getLogger("hyco.relay")
+
+_HEAD_TIMEOUT = 10.0
+_RIGHT_NAMES = {Right.LISTEN: "Listen", Right.SEND: "Send"}
+
+
+class _Refusal(Exception):
+    """A request the relay answers with an error status (and, for HTTP senders, a JSON body)."""
+
+    def __init__(self, status: int, message: str, *, code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code or reason_phrase(status).replace(" ", "")
+
+
+class _Abort(Exception):
+    """A response already under way cannot be completed: drop the connection."""
+
+
+@dataclass(eq=False)
+class _Listener:
+    id: str
+    socket: ChannelSocket
+    namespace: NamespaceConfig
+    entity: EntityConfig
+    expires_at: float | None
+    host: str
+    exchanges: dict[str, _HttpExchange] = field(default_factory=dict)
+
+    @property
+    def channel(self) -> ServiceControlChannel:
+        assert isinstance(self.socket.channel, ServiceControlChannel)
+        return self.socket.channel
+
+
+@dataclass(eq=False)
+class _PendingAccept:
+    """A sender waiting for its listener to open the rendezvous or reject it."""
+
+    offered: tuple[str, ...]
+    expires_at: float
+    settled: anyio.Event = field(default_factory=anyio.Event)
+    finished: anyio.Event = field(default_factory=anyio.Event)
+    listener_socket: tuple[anyio.abc.ByteStream, HttpServer, IncomingRequest] | None = None
+    rejection: tuple[int, str] | None = None
+
+
+@dataclass(eq=False)
+class _HttpExchange:
+    """An HTTP request on its way to a listener, and the way its answer comes back."""
+
+    request_id: str
+    expires_at: float
+    answered: anyio.Event = field(default_factory=anyio.Event)
+    inline: tuple[Response, bytes] | None = None
+    rendezvous: ChannelSocket | None = None
+
+
+@dataclass
+class _EntityStats:
+    connections: int = 0
+    requests: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+class Relay:
+    """A relay serving the namespaces and entities of a :class:`~hyco_relay.config.RelayConfig`.
+
+    Use :func:`serve_relay` to run one (in-process, as an async context manager).
+    """
+
+    def __init__(self, config: RelayConfig) -> None:
+        self.config = config
+        self.port = config.port
+        self._listeners: dict[tuple[str, str], list[_Listener]] = {}
+        self._accepts: dict[str, _PendingAccept] = {}
+        self._exchanges: dict[str, tuple[_Listener, _HttpExchange]] = {}
+        self._stats: dict[tuple[str, str], _EntityStats] = {}
+        self._random = random.SystemRandom()
+
+    # -- public ------------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """``host:port`` clients connect to."""
+        host = self.config.host
+        if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a bind-all address is not a client address
+            host = "127.0.0.1"
+        return f"{host}:{self.port}"
+
+    def connection_string(self, entity: str | None = None, rule: str | None = None) -> str:
+        """A ready-to-use connection string for ``entity`` (default: the first entity)."""
+        namespace = self.config.namespaces[0]
+        target = namespace.entity(entity) if entity else namespace.entities[0]
+        if target is None:
+            raise KeyError(f"no entity {entity!r} in namespace {namespace.name!r}")
+        rules = [r for r in (*namespace.rules, *target.rules) if rule in (None, r.name)]
+        if not rules:
+            raise KeyError(f"no rule {rule!r} for entity {target.name!r}")
+        return connection_string_for(self.config, namespace, target, rules[0], address=self.address)
+
+    def _entity_stats(self, namespace: NamespaceConfig, entity: EntityConfig) -> _EntityStats:
+        return self._stats.setdefault((namespace.name.lower(), entity.name.lower()), _EntityStats())
+
+    def listener_count(self, namespace: str, entity: str) -> int:
+        return len(self._listeners.get((namespace.lower(), entity.lower()), []))
+
+    def stats(self) -> dict[str, object]:
+        entities = {}
+        for (namespace, entity), counters in sorted(self._stats.items()):
+            entities[f"{namespace}/{entity}"] = {
+                "listeners": self.listener_count(namespace, entity),
+                "connections": counters.connections,
+                "requests": counters.requests,
+                "bytes_in": counters.bytes_in,
+                "bytes_out": counters.bytes_out,
+            }
+        return {"entities": entities, "pending_rendezvous": len(self._accepts)}
+
+    async def shutdown(self) -> None:
+        """Tell every listener the relay is going away (close 1001), so they reconnect."""
+        for listeners in self._listeners.values():
+            for listener in list(listeners):
+                await listener.socket.release(1001, "The relay is shutting down")
+
+    async def handle(self, stream: anyio.abc.ByteStream) -> None:
+        """Serve one accepted connection until it ends."""
+        async with stream:
+            http = HttpServer()
+            try:
+                with anyio.fail_after(_HEAD_TIMEOUT):
+                    request = await _read_head(stream, http)
+            except (TimeoutError, RemoteProtocolError, *STREAM_ERRORS):
+                return
+            if request is None:
+                return
+            remote = _remote_endpoint(stream)
+            try:
+                await self._route(stream, http, request, remote)
+            except _Refusal as refusal:
+                await self._refuse(stream, http, request, refusal)
+            except (_Abort, *STREAM_ERRORS):
+                return
+
+    # -- routing -----------------------------------------------------------------------------
+
+    async def _route(
+        self,
+        stream: anyio.abc.ByteStream,
+        http: HttpServer,
+        request: IncomingRequest,
+        remote: RemoteEndpoint | None,
+    ) -> None:
+        path = request.target.split("?", 1)[0]
+        if request.method == "GET" and path in ("/health", "/stats") and not request.is_websocket:
+            document = {"status": "ok"} if path == "/health" else self.stats()
+            await _send_json(stream, http, 200, document)
+            return
+        host = request.headers.get("host", "")
+        namespace = self.config.namespace(host)
+        if namespace is None:
+            raise _Refusal(404, f"No namespace is served at host {host!r}", code="EndpointNotFound")
+        scheme = "ws" if request.is_websocket else "http"
+        try:
+            url = parse_relay_url(
+                f"{scheme}://{host}{request.target}", entities=[e.name for e in namespace.entities]
+            )
+        except InvalidUrlError as error:
+            message = f"Endpoint does not exist: {error}"
+            raise _Refusal(404, message, code="EndpointNotFound") from None
+        entity = namespace.entity(url.entity)
+        assert entity is not None
+        if not request.is_websocket:
+            if not url.is_http:
+                raise _Refusal(400, "A $hc address needs a WebSocket upgrade")
+            await self._serve_http_sender(stream, http, request, remote, namespace, entity, url)
+            return
+        action = url.action or "connect"
+        if action == "listen":
+            await self._serve_listener(stream, http, request, remote, namespace, entity, url)
+        elif action == "connect":
+            await self._serve_sender(stream, http, request, remote, namespace, entity, url)
+        elif action == "accept":
+            await self._serve_accept_rendezvous(stream, http, request, url)
+        elif action == "request":
+            await self._serve_http_rendezvous(stream, http, url)
+        else:
+            raise _Refusal(400, f"Unknown action {action!r}")
+
+    def _authorize(
+        self,
+        request: IncomingRequest,
+        url: RelayUrl,
+        namespace: NamespaceConfig,
+        entity: EntityConfig,
+        right: Right,
+        *,
+        http: bool = False,
+    ) -> tuple[str | None, float | None]:
+        """Check the request's token for ``right``; return the header it came in and its expiry."""
+        if right is Right.SEND and not entity.requires_client_authorization:
+            # Anonymous senders: nothing to check, and an Authorization header is the app's.
+            return None, None
+        token, header = request_token(request.headers, url.relay_parameters, http=http)
+        if not token:
+            raise _Refusal(
+                401,
+                "A token is required (ServiceBusAuthorization header or sb-hc-token)",
+                code="TokenMissingOrInvalid",
+            )
+        host = request.headers.get("host", namespace.name)
+        return header, self._verify(token, host, namespace, entity, right)
+
+    def _verify(
+        self, token: str, host: str, namespace: NamespaceConfig, entity: EntityConfig, right: Right
+    ) -> float:
+        """Check a token for ``right``; return its expiry.
+
+        The token's resource must name the host the client addressed (a token for another
+        namespace does not open this one) and this entity, or the namespace root.
+        """
+        target = f"http://{host}/{entity.name}"
+        granting = self.config.keys_for(namespace, entity, right)
+        verdict = verify_sas_token(token, keys=granting, target=target, now=time.time())
+        if verdict.valid:
+            assert verdict.token is not None
+            return float(verdict.token.expiry)
+        # Signed by a rule without the right (403), or not validly signed at all (401)?
+        every_rule = self.config.keys_for(namespace, entity, Right(0))
+        verdict = verify_sas_token(token, keys=every_rule, target=target, now=time.time())
+        if verdict.valid:
+            raise _Refusal(403, f"The token's rule does not grant {_RIGHT_NAMES[right]} here")
+        raise _Refusal(401, f"Invalid token: {verdict.detail}", code="TokenMissingOrInvalid")
+
+    # -- listeners ---------------------------------------------------------------------------
+
+    async def _serve_listener(
+        self,
+        stream: anyio.abc.ByteStream,
+        http: HttpServer,
+        request: IncomingRequest,
+        remote: RemoteEndpoint | None,
+        namespace: NamespaceConfig,
+        entity: EntityConfig,
+        url: RelayUrl,
+    ) -> None:
+        _header, expires_at = self._authorize(request, url, namespace, entity, Right.LISTEN)
+        key = (namespace.name.lower(), entity.name.lower())
+        listeners = self._listeners.setdefault(key, [])
+        if len(listeners) >= self.config.max_listeners_per_entity:
+            limit = self.config.max_listeners_per_entity
+            raise _Refusal(403, f"Quota exceeded: at most {limit} listeners per hybrid connection")
+        answer, trailing = http.accept_websocket()
+        await stream.send(answer)
+        channel = ServiceControlChannel(now=time.monotonic(), trailing=trailing)
+        listener = _Listener(
+            id=url.tracking_id or str(uuid.uuid4()),
+            socket=ChannelSocket(stream, channel),
+            namespace=namespace,
+            entity=entity,
+            expires_at=expires_at,
+            host=request.headers.get("host", namespace.name),
+        )
+        listeners.append(listener)
+        self._entity_stats(namespace, entity)
+        logger.info("listener %s online on %s/%s", listener.id, namespace.name, entity.name)
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._expire_listener_token, listener)
+                await listener.socket.run(lambda event: self._on_listener_event(listener, event))
+                tasks.cancel_scope.cancel()
+        finally:
+            listeners.remove(listener)
+            for exchange in listener.exchanges.values():
+                exchange.answered.set()
+            logger.info("listener %s offline on %s/%s", listener.id, namespace.name, entity.name)
+
+    async def _expire_listener_token(self, listener: _Listener) -> None:
+        while listener.expires_at is not None:
+            await anyio.sleep(max(0.0, listener.expires_at - time.time()))
+            if listener.expires_at is not None and time.time() >= listener.expires_at:
+                listener.channel.close(1008, "The token expired", now=time.monotonic())
+                await listener.socket.flush()
+                return
+
+    async def _on_listener_event(self, listener: _Listener, event: Event) -> None:
+        if isinstance(event, ResponseReceived):
+            exchange = listener.exchanges.get(event.response.request_id)
+            if exchange is not None and event.body is not None:
+                exchange.inline = (event.response, event.body)
+                exchange.answered.set()
+        elif isinstance(event, TokenRenewed):
+            try:
+                expires_at = self._verify(
+                    event.token, listener.host, listener.namespace, listener.entity, Right.LISTEN
+                )
+            except _Refusal as refusal:
+                listener.channel.close(1008, refusal.message[:120], now=time.monotonic())
+            else:
+                listener.expires_at = expires_at
+
+    def _pick_listener(
+        self, namespace: NamespaceConfig, entity: EntityConfig, headers: Headers
+    ) -> _Listener | None:
+        candidates = self._listeners.get((namespace.name.lower(), entity.name.lower()), [])
+        allowed = _id_list(headers.get("microsoft-relay-allowedlisteners"))
+        disallowed = _id_list(headers.get("microsoft-relay-disallowedlisteners"))
+        eligible = [
+            listener
+            for listener in candidates
+            if listener.channel.state is ChannelState.OPEN
+            and (not allowed or listener.id.lower() in allowed)
+            and listener.id.lower() not in disallowed
+        ]
+        return self._random.choice(eligible) if eligible else None
+
+    # -- WebSocket senders -------------------------------------------------------------------
+
+    async def _serve_sender(
+        self,
+        stream: anyio.abc.ByteStream,
+        http: HttpServer,
+        request: IncomingRequest,
+        remote: RemoteEndpoint | None,
+        namespace: NamespaceConfig,
+        entity: EntityConfig,
+        url: RelayUrl,
+    ) -> None:
+        self._authorize(request, url, namespace, entity, Right.SEND)
+        listener = self._pick_listener(namespace, entity, request.headers)
+        if listener is None:
+            raise _Refusal(404, _no_listener(request.headers), code="EndpointNotFound")
+        rendezvous_id = secrets.token_urlsafe(24)
+        pending = _PendingAccept(
+            offered=request.subprotocols,
+            expires_at=time.monotonic() + self.config.rendezvous_timeout,
+        )
+        self._accepts[rendezvous_id] = pending
+        host = request.headers.get("host", namespace.name)
+        address = (
+            f"{'wss' if url.secure else 'ws'}://{host}/$hc/{entity.name}{url.suffix}"
+            f"?{url.query + '&' if url.query else ''}sb-hc-action=accept&sb-hc-id={rendezvous_id}"
+        )
+        listener.channel.send_accept(
+            Accept(
+                address=address,
+                id=rendezvous_id,
+                connect_headers=forwarded_connect_headers(request.headers),
+                remote_endpoint=remote,
+            )
+        )
+        await listener.socket.flush()
+        try:
+            with anyio.move_on_after(self.config.rendezvous_timeout):
+                await pending.settled.wait()
+        finally:
+            self._accepts.pop(rendezvous_id, None)
+        try:
+            if pending.rejection is not None:
+                status, description = pending.rejection
+                raise _Refusal(status, description)
+            if pending.listener_socket is None:
+                raise _Refusal(504, "The listener did not accept the connection in time")
+            await self._pipe(stream, http, pending, namespace, entity)
+        finally:
+            pending.finished.set()
+
+    async def _serve_accept_rendezvous(
+        self,
+        stream: anyio.abc.ByteStream,
+        http: HttpServer,
+        request: IncomingRequest,
+        url: RelayUrl,
+    ) -> None:
+        pending = self._accepts.pop(url.tracking_id or "", None)
+        if pending is None or pending.settled.is_set() or time.monotonic() > pending.expires_at:
+            raise _Refusal(403, "The rendezvous address is unknown or expired")
+        status = url.relay_parameters.get("sb-hc-statuscode")
+        if status is not None:
+            description = url.relay_parameters.get("sb-hc-statusdescription", "")
+            code = int(status) if status.isdigit() and 100 <= int(status) <= 999 else 400
+            pending.rejection = (code, description or reason_phrase(code))
+            pending.settled.set()
+            raise _Refusal(410, "Rejection delivered to the sender")
+        if any(offer not in pending.offered for offer in request.subprotocols[:1]):
+            pending.rejection = (502, "The listener chose a subprotocol the sender did not offer")
+            pending.settled.set()
+            raise _Refusal(400, "That subprotocol was not offered by the sender")
+        pending.listener_socket = (stream, http, request)
+        pending.settled.set()
+        await pending.finished.wait()
+
+    async def _pipe(
+        self,
+        sender_stream: anyio.abc.ByteStream,
+        sender_http: HttpServer,
+        pending: _PendingAccept,
+        namespace: NamespaceConfig,
+        entity: EntityConfig,
+    ) -> None:
+        assert pending.listener_socket is not None
+        listener_stream, listener_http, listener_request = pending.listener_socket
+        subprotocol = listener_request.subprotocols[0] if listener_request.subprotocols else None
+        answer, listener_trailing = listener_http.accept_websocket(subprotocol=subprotocol)
+        await listener_stream.send(answer)
+        answer, sender_trailing = sender_http.accept_websocket(subprotocol=subprotocol)
+        await sender_stream.send(answer)
+        now = time.monotonic()
+        sender = ChannelSocket(
+            sender_stream, ServerWebSocket(now=now, trailing=sender_trailing, passes_pings=True)
+        )
+        listener = ChannelSocket(
+            listener_stream, ServerWebSocket(now=now, trailing=listener_trailing, passes_pings=True)
+        )
+        stats = self._entity_stats(namespace, entity)
+        stats.connections += 1
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(sender.run, _forwarder(listener, stats, inbound=True))
+            tasks.start_soon(listener.run, _forwarder(sender, stats, inbound=False))
+
+    # -- HTTP senders ------------------------------------------------------------------------
+
+    async def _serve_http_sender(
+        self,
+        stream: anyio.abc.ByteStream,
+        http: HttpServer,
+        request: IncomingRequest,
+        remote: RemoteEndpoint | None,
+        namespace: NamespaceConfig,
+        entity: EntityConfig,
+        url: RelayUrl,
+    ) -> None:
+        rendezvous: ChannelSocket | None = None
+        try:
+            while True:
+                rendezvous = await self._forward_http_request(
+                    stream, http, request, remote, namespace, entity, url, rendezvous
+                )
+                if not http.start_next_request():
+                    return
+                next_request = await _read_head(stream, http)
+                if next_request is None:
+                    return
+                request = next_request
+                host = request.headers.get("host", namespace.name)
+                try:
+                    url = parse_relay_url(
+                        f"http://{host}{request.target}",
+                        entities=[e.name for e in namespace.entities],
+                    )
+                except InvalidUrlError as error:
+                    raise _Refusal(404, f"Endpoint does not exist: {error}") from None
+                next_entity = namespace.entity(url.entity)
+                assert next_entity is not None
+                if next_entity is not entity:
+                    raise _Refusal(400, "A connection serves one hybrid connection")
+        finally:
+            if rendezvous is not None:
+                await rendezvous.release()
+
+    async def _forward_http_request(
+        self,
+        stream: anyio.abc.ByteStream,
+        http: HttpServer,
+        request: IncomingRequest,
+        remote: RemoteEndpoint | None,
+        namespace: NamespaceConfig,
+        entity: EntityConfig,
+        url: RelayUrl,
+        rendezvous: ChannelSocket | None,
+    ) -> ChannelSocket | None:
+        """Send one request to a listener and its answer back; return the rendezvous to reuse."""
+        if request.method == "CONNECT":
+            raise _Refusal(405, "CONNECT is not allowed")
+        token_header, _ = self._authorize(request, url, namespace, entity, Right.SEND, http=True)
+        stats = self._entity_stats(namespace, entity)
+        stats.requests += 1
+        if rendezvous is not None and rendezvous.channel.state is not ChannelState.OPEN:
+            raise _Refusal(502, "The listener closed the connection serving this sender")
+        listener = self._pick_listener(namespace, entity, request.headers)
+        if listener is None and rendezvous is None:
+            raise _Refusal(502, _no_listener(request.headers), code="EndpointNotFound")
+        request_id = secrets.token_urlsafe(24)
+        headers = forwarded_request_headers(request.headers, token_header=token_header)
+        host = request.headers.get("host", namespace.name)
+        scheme = "wss" if url.secure else "ws"
+        target = f"/{entity.name}{url.suffix}" + (f"?{url.query}" if url.query else "")
+        message = Request(
+            address=f"{scheme}://{host}/$hc/{entity.name}?sb-hc-action=request&sb-hc-id={request_id}",
+            id=request_id,
+            request_target=target,
+            method=request.method,
+            request_headers=headers,
+            remote_endpoint=remote,
+            body=None,
+        )
+        length = request.headers.get("content-length")
+        chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
+        header_bytes = sum(len(k) + len(v) + 4 for k, v in headers.items())
+        small = (
+            not chunked
+            and (length is None or (length.isdigit() and int(length) <= INLINE_BODY_LIMIT))
+            and header_bytes <= INLINE_HEADERS_LIMIT
+        )
+        await stream.send(http.continue_if_expected())
+        exchange = _HttpExchange(
+            request_id=request_id, expires_at=time.monotonic() + self.config.request_timeout
+        )
+        owner = listener if rendezvous is None else None
+        if owner is not None:
+            owner.exchanges[request_id] = exchange
+            self._exchanges[request_id] = (owner, exchange)
+        reused = rendezvous
+        try:
+            with anyio.move_on_after(self.config.request_timeout):
+                if rendezvous is not None:
+                    rendezvous = await self._request_on_rendezvous(
+                        stream, http, message, rendezvous, stats
+                    )
+                    exchange.rendezvous = rendezvous
+                elif small:
+                    assert owner is not None
+                    body = await _read_body(stream, http)
+                    stats.bytes_in += len(body)
+                    owner.channel.send_request(_with_body(message, bool(body)), body)
+                    await owner.socket.flush()
+                    await exchange.answered.wait()
+                else:
+                    assert owner is not None
+                    owner.channel.send_request(message)
+                    await owner.socket.flush()
+                    await exchange.answered.wait()
+                    if exchange.rendezvous is not None:
+                        await self._request_on_rendezvous(
+                            stream, http, message, exchange.rendezvous, stats
+                        )
+                await self._answer(stream, http, exchange, namespace, stats)
+                return exchange.rendezvous or rendezvous
+            raise _Refusal(
+                504,
+                "The request was routed to the listener but the listener did not respond in the "
+                "required time",
+                code="GatewayTimeout",
+            )
+        except BaseException:
+            if exchange.rendezvous is not None and exchange.rendezvous is not reused:
+                with anyio.CancelScope(shield=True):
+                    await exchange.rendezvous.release()
+            raise
+        finally:
+            self._exchanges.pop(request_id, None)
+            if owner is not None:
+                owner.exchanges.pop(request_id, None)
+
+    async def _request_on_rendezvous(
+        self,
+        stream: anyio.abc.ByteStream,
+        http: HttpServer,
+        message: Request,
+        rendezvous: ChannelSocket,
+        stats: _EntityStats,
+    ) -> ChannelSocket:
+        """Send the full request over the rendezvous, streaming the sender's body."""
+        channel = rendezvous.channel
+        assert isinstance(channel, ServiceHttpRendezvous)
+        first = await _next_body_event(stream, http)
+        has_body = isinstance(first, BodyPiece)
+        channel.send_request(_with_body(message, has_body))
+        await rendezvous.flush()
+        event = first
+        while isinstance(event, BodyPiece):
+            stats.bytes_in += len(event.data)
+            following = await _next_body_event(stream, http)
+            channel.send_body(event.data, final=isinstance(following, BodyEnd))
+            await rendezvous.flush()
+            event = following
+        return rendezvous
+
+    async def _answer(
+        self,
+        stream: anyio.abc.ByteStream,
+        http: HttpServer,
+        exchange: _HttpExchange,
+        namespace: NamespaceConfig,
+        stats: _EntityStats,
+    ) -> None:
+        """Write the listener's answer to the HTTP sender."""
+        if exchange.inline is not None:
+            response, body = exchange.inline
+            await stream.send(_response_head(http, response, namespace, len(body)))
+            await stream.send(http.send_body(body) + http.end_response())
+            stats.bytes_out += len(body)
+            return
+        rendezvous = exchange.rendezvous
+        if rendezvous is None:
+            raise _Refusal(502, "The listener went away before it answered", code="BadGateway")
+        started = False
+        done = anyio.Event()
+
+        async def relay_answer(event: Event) -> None:
+            nonlocal started
+            if isinstance(event, ResponseReceived):
+                started = True
+                await stream.send(_response_head(http, event.response, namespace, None))
+                if event.body is not None:
+                    await stream.send(http.end_response())
+                    done.set()
+            elif isinstance(event, ResponseBodyReceived):
+                stats.bytes_out += len(event.data)
+                await stream.send(http.send_body(event.data))
+                if event.final:
+                    await stream.send(http.end_response())
+                    done.set()
+
+        await _run_until(rendezvous, relay_answer, done)
+        if not done.is_set():
+            if started:
+                raise _Abort
+            raise _Refusal(502, "The listener closed the rendezvous before it answered")
+
+    async def _serve_http_rendezvous(
+        self, stream: anyio.abc.ByteStream, http: HttpServer, url: RelayUrl
+    ) -> None:
+        entry = self._exchanges.get(url.tracking_id or "")
+        if entry is None or entry[1].answered.is_set():
+            raise _Refusal(400, "Unknown or expired request rendezvous")
+        _owner, exchange = entry
+        answer, trailing = http.accept_websocket()
+        await stream.send(answer)
+        socket = ChannelSocket(
+            stream, ServiceHttpRendezvous(now=time.monotonic(), trailing=trailing)
+        )
+        exchange.rendezvous = socket
+        exchange.answered.set()
+        await socket.released.wait()
+
+    # -- errors ------------------------------------------------------------------------------
+
+    async def _refuse(
+        self,
+        stream: anyio.abc.ByteStream,
+        http: HttpServer,
+        request: IncomingRequest,
+        refusal: _Refusal,
+    ) -> None:
+        host = request.headers.get("host", "")
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        reason = (
+            f"{refusal.message}. TrackingId:{uuid.uuid4()}, SystemTracker:{host}, Timestamp:{stamp}"
+        )
+        reason = reason.replace("\r", " ").replace("\n", " ")
+        body = b""
+        headers: list[tuple[str, str]] = []
+        if not request.is_websocket and refusal.status != 410:
+            body = json.dumps({"error": {"code": refusal.code, "message": reason}}).encode()
+            headers.append(("Content-Type", "application/json"))
+        logger.info(
+            "refused %s %s: %s %s",
+            request.method,
+            redact_url(request.target),
+            refusal.status,
+            refusal.message,
+        )
+        try:
+            await stream.send(http.refuse(refusal.status, reason, headers=headers, body=body))
+        except (LocalProtocolError, *STREAM_ERRORS):
+            # A response already under way cannot be replaced: the connection just ends.
+            return
+
+
+def _forwarder(
+    target: ChannelSocket, stats: _EntityStats, *, inbound: bool
+) -> Callable[[Event], Awaitable[None]]:
+    """Pass each event of one side of a relayed WebSocket on to the other side."""
+
+    async def forward(event: Event) -> None:
+        channel = target.channel
+        if isinstance(event, ChannelClosed):
+            if channel.state is ChannelState.OPEN:
+                code = event.code if event.code not in (1005, 1006, 1015) else 1001
+                channel.close(code, event.reason, now=time.monotonic())
+        elif channel.state is not ChannelState.OPEN:
+            return
+        elif isinstance(event, MessageReceived):
+            size = len(event.data)
+            if inbound:
+                stats.bytes_in += size
+            else:
+                stats.bytes_out += size
+            assert isinstance(channel, ServerWebSocket)
+            channel.send_message(event.data, final=event.final)
+        elif isinstance(event, PingReceived):
+            channel.ping(event.payload)
+        elif isinstance(event, PongReceived):
+            channel.pong(event.payload)
+        await target.flush()
+
+    return forward
+
+
+async def _run_until(
+    socket: ChannelSocket, on_event: Callable[[Event], Awaitable[None]], done: anyio.Event
+) -> None:
+    async with anyio.create_task_group() as tasks:
+
+        async def watch() -> None:
+            await done.wait()
+            tasks.cancel_scope.cancel()
+
+        tasks.start_soon(watch)
+        await socket.run(on_event)
+        tasks.cancel_scope.cancel()
+
+
+def _response_head(
+    http: HttpServer, response: Response, namespace: NamespaceConfig, length: int | None
+) -> bytes:
+    headers = add_via(response.response_headers.without(HOP_BY_HOP_HEADERS), namespace.name)
+    reason = response.status_description or reason_phrase(response.status_code)
+    return http.start_response(
+        response.status_code, reason, list(headers.items()), content_length=length
+    )
+
+
+def _with_body(message: Request, body: bool) -> Request:
+    return Request(
+        address=message.address,
+        id=message.id,
+        request_target=message.request_target,
+        method=message.method,
+        request_headers=message.request_headers,
+        remote_endpoint=message.remote_endpoint,
+        body=body,
+    )
+
+
+async def _read_head(stream: anyio.abc.ByteStream, http: HttpServer) -> IncomingRequest | None:
+    while True:
+        event = http.next_event()
+        if isinstance(event, IncomingRequest):
+            return event
+        try:
+            data = await stream.receive(READ_SIZE)
+        except anyio.EndOfStream:
+            return None
+        http.receive_data(data)
+
+
+async def _next_body_event(stream: anyio.abc.ByteStream, http: HttpServer) -> BodyPiece | BodyEnd:
+    while True:
+        event = http.next_event()
+        if isinstance(event, BodyPiece | BodyEnd):
+            return event
+        try:
+            data = await stream.receive(READ_SIZE)
+        except anyio.EndOfStream:
+            data = b""
+        http.receive_data(data)
+
+
+async def _read_body(stream: anyio.abc.ByteStream, http: HttpServer) -> bytes:
+    body = bytearray()
+    while isinstance(event := await _next_body_event(stream, http), BodyPiece):
+        body += event.data
+    return bytes(body)
+
+
+async def _send_json(
+    stream: anyio.abc.ByteStream, http: HttpServer, status: int, document: object
+) -> None:
+    body = json.dumps(document, indent=2).encode()
+    headers = [("Content-Type", "application/json")]
+    await stream.send(
+        http.start_response(status, reason_phrase(status), headers, content_length=len(body))
+        + http.send_body(body)
+        + http.end_response()
+    )
+
+
+def _remote_endpoint(stream: anyio.abc.ByteStream) -> RemoteEndpoint | None:
+    try:
+        address = stream.extra(anyio.abc.SocketAttribute.remote_address)
+    except anyio.TypedAttributeLookupError:
+        return None
+    if isinstance(address, tuple):
+        return RemoteEndpoint(address=str(address[0]), port=int(address[1]))
+    return None
+
+
+def _id_list(value: str | None) -> set[str]:
+    return {item.strip().lower() for item in (value or "").split(",") if item.strip()}
+
+
+def _no_listener(headers: Headers) -> str:
+    if "microsoft-relay-allowedlisteners" in headers or (
+        "microsoft-relay-disallowedlisteners" in headers
+    ):
+        return "None of the connected listeners meet the criteria"
+    return "No listener is connected to this hybrid connection"
+
+
+@asynccontextmanager
+async def serve_relay(config: RelayConfig) -> AsyncIterator[Relay]:
+    """Run a relay in this process for the duration of the ``async with`` block."""
+    relay = Relay(config)
+    listener = await anyio.create_tcp_listener(local_host=config.host, local_port=config.port)
+    relay.port = int(listener.extra(anyio.abc.SocketAttribute.local_port))
+    async with listener, anyio.create_task_group() as tasks:
+        tasks.start_soon(listener.serve, relay.handle)
+        logger.info("relay listening on %s", relay.address)
+        try:
+            yield relay
+        finally:
+            with anyio.CancelScope(shield=True):
+                await relay.shutdown()
+            tasks.cancel_scope.cancel()

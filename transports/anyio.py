@@ -1,0 +1,869 @@
+"""hyco on anyio (asyncio or trio): listeners, senders and HTTP, as thin glue around hyco_core.
+
+Sender::
+
+    async with connect(connection_string) as ws:
+        await ws.send("hello")
+        print(await ws.recv())
+
+Listener::
+
+    async with Listener.from_connection_string(connection_string) as listener:
+        async for ws in listener:
+            ...
+
+All protocol decisions are the kernel's; this module opens sockets, runs one reader task per
+socket, keeps the kernel's timers and hands out messages with backpressure.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import ssl
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from hyco_core import (
+    HOP_BY_HOP_HEADERS,
+    INLINE_BODY_LIMIT,
+    Accept,
+    AcceptRequested,
+    ChannelClosed,
+    ChannelConfig,
+    ChannelState,
+    ConnectionClosed,
+    ConnectionLostError,
+    ControlChannel,
+    Event,
+    HandshakeRefused,
+    Headers,
+    HttpRendezvous,
+    HycoError,
+    KeepAlive,
+    ListenerLifecycle,
+    ListenerStatus,
+    ListenerStatusChanged,
+    LocalProtocolError,
+    MessageReceived,
+    Opened,
+    RejectDelivered,
+    RelayedWebSocket,
+    RelayTimeoutError,
+    RemoteEndpoint,
+    RendezvousRequested,
+    Request,
+    RequestBodyReceived,
+    RequestReceived,
+    Response,
+    TokenRenewalDue,
+    UnknownContentIgnored,
+    WebSocketChannel,
+    accept_connection,
+    create_relay_listen_uri,
+    create_relay_send_uri,
+    parse_relay_url,
+    reason_phrase,
+    reject_connection,
+)
+from hyco_core.timing import Backoff
+
+from .auth import RelayEndpoint, RelayToken, TokenProvider
+from .pump import READ_SIZE, STREAM_ERRORS, ChannelSocket
+
+__all__ = [
+    "AcceptContext",
+    "HttpRequest",
+    "HttpResponse",
+    "Listener",
+    "WebSocket",
+    "connect",
+]
+
+logger = logging.getLogger("hyco.transports.anyio")
+
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+_RESPONSE_PIECE = 64 * 1024
+
+
+# -- opening sockets ---------------------------------------------------------------------------
+
+
+async def _open(
+    url: str,
+    channel: WebSocketChannel,
+    *,
+    ssl_context: ssl.SSLContext | None,
+    timeout: float,
+) -> tuple[ChannelSocket, Opened | None, list[Event]]:
+    """Connect to ``url`` and run the handshake of ``channel``.
+
+    Returns the socket, the ``Opened`` event (``None`` when the handshake ended otherwise, e.g. a
+    delivered rejection) and the events that followed it. Refusals raise their typed error.
+    """
+    parts = urlsplit(url)
+    secure = parts.scheme in ("wss", "https")
+    host = parts.hostname or ""
+    port = parts.port or (443 if secure else 80)
+    stream: anyio.abc.ByteStream
+    try:
+        with anyio.fail_after(timeout):
+            if secure:
+                stream = await anyio.connect_tcp(
+                    host, port, tls=True, ssl_context=ssl_context, tls_standard_compatible=False
+                )
+            else:
+                stream = await anyio.connect_tcp(host, port)
+    except TimeoutError:
+        raise RelayTimeoutError(f"could not connect to {host}:{port} in {timeout:g} s") from None
+    except OSError as error:
+        raise ConnectionLostError(f"could not connect to {host}:{port}: {error}") from None
+    socket = ChannelSocket(stream, channel)
+    try:
+        await socket.flush()
+        while True:
+            events = channel.events()
+            for index, event in enumerate(events):
+                if isinstance(event, Opened):
+                    return socket, event, events[index + 1 :]
+                if isinstance(event, HandshakeRefused):
+                    raise event.error
+                if isinstance(event, RejectDelivered):
+                    return socket, None, []
+                if isinstance(event, ChannelClosed):
+                    raise event.error or ConnectionLostError("closed during the handshake")
+            deadline = channel.get_timer()
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            with anyio.move_on_after(wait):
+                try:
+                    data = await stream.receive(READ_SIZE)
+                except STREAM_ERRORS:
+                    channel.receive_eof()
+                else:
+                    channel.receive_data(data, time.monotonic())
+                continue
+            channel.handle_timer(time.monotonic())
+    except BaseException:
+        await stream.aclose()
+        raise
+
+
+async def _token(provider: TokenProvider | None, resource: str) -> RelayToken | None:
+    if provider is None:
+        return None
+    if provider.blocking:
+        return await anyio.to_thread.run_sync(provider.get_token, resource)
+    return provider.get_token(resource)
+
+
+# -- relayed WebSockets ------------------------------------------------------------------------
+
+
+class WebSocket:
+    """An end-to-end WebSocket through the relay: a sender's, or one a listener accepted.
+
+    ``recv`` returns whole messages (``str`` for text, ``bytes`` for binary); a slow reader slows
+    the peer down. Iterating yields messages until the connection closes normally.
+    """
+
+    def __init__(
+        self,
+        socket: ChannelSocket,
+        opened: Opened,
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        accept: Accept | None = None,
+    ) -> None:
+        self._socket = socket
+        self.subprotocol = opened.subprotocol
+        self.accept = accept
+        self._max_message_size = max_message_size
+        sender, receiver = anyio.create_memory_object_stream[str | bytes](4)
+        self._incoming: MemoryObjectSendStream[str | bytes] = sender
+        self._messages: MemoryObjectReceiveStream[str | bytes] = receiver
+        self._closed: ChannelClosed | None = None
+        self._done = anyio.Event()
+
+    def __repr__(self) -> str:
+        return f"<WebSocket {self._socket.channel.state.value}>"
+
+    @property
+    def close_code(self) -> int | None:
+        return self._closed.code if self._closed else None
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._closed.reason if self._closed else None
+
+    async def send(self, data: str | bytes) -> None:
+        """Send one text (``str``) or binary message."""
+        channel = self._channel()
+        try:
+            channel.send_message(data)
+        except LocalProtocolError:
+            raise self._closed_error() from None
+        await self._socket.flush()
+
+    async def recv(self) -> str | bytes:
+        """The next whole message; raises :class:`~hyco_core.ConnectionClosed` once closed."""
+        try:
+            return await self._messages.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            self._messages.close()
+            raise self._closed_error() from None
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[str | bytes]:
+        while True:
+            try:
+                yield await self.recv()
+            except ConnectionClosed as closed:
+                if closed.code in (1000, 1001) and closed.__cause__ is None:
+                    return
+                raise
+
+    async def ping(self, payload: bytes = b"") -> None:
+        try:
+            self._channel().ping(payload)
+        except LocalProtocolError:
+            raise self._closed_error() from None
+        await self._socket.flush()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close and wait until the peer has answered (or the close timeout has passed)."""
+        self._channel().close(code, reason, now=time.monotonic())
+        await self._socket.flush()
+        await self._done.wait()
+        self._messages.close()
+
+    async def __aenter__(self) -> WebSocket:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    def _channel(self) -> RelayedWebSocket:
+        channel = self._socket.channel
+        assert isinstance(channel, RelayedWebSocket)
+        return channel
+
+    def _closed_error(self) -> ConnectionClosed:
+        closed = self._closed
+        error = ConnectionClosed(closed.code if closed else 1006, closed.reason if closed else "")
+        if closed is not None and closed.error is not None:
+            error.__cause__ = closed.error
+        return error
+
+    async def _run(self, leftover: list[Event]) -> None:
+        """The reader task: feeds the kernel, assembles messages, queues them."""
+        parts: list[str | bytes] = []
+        size = 0
+
+        async def on_event(event: Event) -> None:
+            nonlocal parts, size
+            if isinstance(event, MessageReceived):
+                parts.append(event.data)
+                size += len(event.data)
+                if size > self._max_message_size:
+                    self._channel().close(1009, "message too big", now=time.monotonic())
+                    parts, size = [], 0
+                    return
+                if event.final:
+                    whole = (
+                        "".join(p for p in parts if isinstance(p, str))
+                        if isinstance(parts[0], str)
+                        else b"".join(p for p in parts if isinstance(p, bytes))
+                    )
+                    parts, size = [], 0
+                    await self._incoming.send(whole)
+            elif isinstance(event, ChannelClosed):
+                self._closed = event
+
+        try:
+            for event in leftover:
+                await on_event(event)
+            await self._socket.run(on_event)
+        finally:
+            self._incoming.close()
+            self._done.set()
+            await self._socket.stream.aclose()
+            self._socket.released.set()
+
+
+@asynccontextmanager
+async def connect(
+    target: str | RelayEndpoint,
+    *,
+    path: str | None = None,
+    suffix: str = "",
+    query: str = "",
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+    subprotocols: Iterable[str] = (),
+    token_in_query: bool = False,
+    tracking_id: str | None = None,
+    connect_timeout: float = 70.0,
+    ssl_context: ssl.SSLContext | None = None,
+    keepalive: KeepAlive | None = None,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+) -> AsyncIterator[WebSocket]:
+    """Open a sender's WebSocket to a hybrid connection (a connection string or an endpoint)."""
+    endpoint = (
+        RelayEndpoint.from_connection_string(target, path=path)
+        if isinstance(target, str)
+        else target
+    )
+    token = await _token(endpoint.token_provider, endpoint.resource)
+    url = create_relay_send_uri(
+        endpoint.namespace,
+        endpoint.path,
+        token.token if token and token_in_query else None,
+        tracking_id,
+        suffix=suffix,
+        query=query,
+        secure=endpoint.secure,
+    )
+    extra = list(Headers(headers).items())
+    if token and not token_in_query:
+        extra.insert(0, ("ServiceBusAuthorization", token.token))
+    channel = RelayedWebSocket(
+        url=url,
+        now=time.monotonic(),
+        nonce=os.urandom(16),
+        subprotocols=list(subprotocols),
+        headers=extra,
+        config=ChannelConfig(handshake_timeout=connect_timeout, keepalive=keepalive or KeepAlive()),
+    )
+    socket, opened, leftover = await _open(
+        url, channel, ssl_context=ssl_context, timeout=connect_timeout
+    )
+    assert opened is not None
+    websocket = WebSocket(socket, opened, max_message_size=max_message_size)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(websocket._run, leftover)
+        try:
+            yield websocket
+        finally:
+            with anyio.CancelScope(shield=True):
+                if channel.state is ChannelState.OPEN:
+                    await websocket.close()
+
+
+# -- listeners ---------------------------------------------------------------------------------
+
+
+class AcceptContext:
+    """A sender waiting to be accepted: look at it, then :meth:`accept` or :meth:`reject`.
+
+    An accept handler that returns without deciding accepts; one that raises rejects with 502.
+    """
+
+    def __init__(self, accept: Accept) -> None:
+        self.accept_message = accept
+        url = parse_relay_url(accept.address)
+        self.headers: Headers = accept.connect_headers
+        self.suffix = url.suffix
+        self.query = url.query
+        self.remote_endpoint: RemoteEndpoint | None = accept.remote_endpoint
+        self.subprotocols = tuple(
+            item.strip()
+            for item in accept.connect_headers.get("sec-websocket-protocol", "").split(",")
+            if item.strip()
+        )
+        self.subprotocol: str | None = None
+        self.rejection: tuple[int, str] | None = None
+
+    def __repr__(self) -> str:
+        return f"<AcceptContext suffix={self.suffix!r} query={self.query!r}>"
+
+    def accept(self, subprotocol: str | None = None) -> None:
+        if subprotocol is not None and subprotocol not in self.subprotocols:
+            raise LocalProtocolError(f"the sender did not offer subprotocol {subprotocol!r}")
+        self.subprotocol = subprotocol
+        self.rejection = None
+
+    def reject(self, status_code: int = 400, description: str = "Rejected by user code") -> None:
+        self.rejection = (status_code, description)
+
+
+@dataclass
+class HttpRequest:
+    """An HTTP request a sender made through the relay.
+
+    ``path`` is the part after the hybrid connection's name (``/`` at least); ``deadline`` is the
+    monotonic time by which the relay wants the answer (60 s after arrival).
+    """
+
+    method: str
+    target: str
+    path: str
+    query: str
+    headers: Headers
+    remote_endpoint: RemoteEndpoint | None
+    deadline: float
+    _body: bytes | None = field(default=None, repr=False)
+    _pieces: MemoryObjectReceiveStream[bytes] | None = field(default=None, repr=False)
+
+    def time_left(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The body, piece by piece, as it arrives."""
+        if self._body is not None:
+            if self._body:
+                yield self._body
+            return
+        if self._pieces is not None:
+            async for piece in self._pieces:
+                yield piece
+
+    async def body(self) -> bytes:
+        return b"".join([piece async for piece in self.stream()])
+
+
+@dataclass
+class HttpResponse:
+    """A handler's answer. ``body`` may be bytes or an async iterable of bytes (streamed)."""
+
+    status: int = 200
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] = ()
+    body: bytes | AsyncIterable[bytes] = b""
+    reason: str | None = None
+
+
+AcceptHandler = Callable[[AcceptContext], Awaitable[None]]
+ConnectionHandler = Callable[[WebSocket], Awaitable[None]]
+RequestHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+StatusHandler = Callable[[ListenerStatusChanged], None]
+
+
+class Listener:
+    """A listener on one hybrid connection: stays online, accepts WebSockets, answers HTTP.
+
+    Opening fails fast with a typed error (bad token, unknown entity, ...). Once online, any loss
+    is retried on the backoff schedule until the hybrid connection is gone or the listener is
+    closed; ``on_status`` hears every ``connecting`` / ``online`` / ``offline`` / ``closed``.
+    """
+
+    def __init__(
+        self,
+        endpoint: RelayEndpoint,
+        *,
+        accept_handler: AcceptHandler | None = None,
+        connection_handler: ConnectionHandler | None = None,
+        request_handler: RequestHandler | None = None,
+        on_status: StatusHandler | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        backoff: Backoff | None = None,
+        keepalive: KeepAlive | None = None,
+        tracking_id: str | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        accept_queue: int = 16,
+    ) -> None:
+        self.endpoint = endpoint
+        self._accept_handler = accept_handler
+        self._connection_handler = connection_handler
+        self._request_handler = request_handler
+        self._on_status = on_status
+        self._ssl_context = ssl_context
+        self._keepalive = keepalive or KeepAlive()
+        self.tracking_id = tracking_id or str(os.urandom(16).hex())
+        self._max_message_size = max_message_size
+        self._lifecycle = ListenerLifecycle(backoff or Backoff(jitter=0.1))
+        sender, receiver = anyio.create_memory_object_stream[WebSocket](accept_queue)
+        self._accepted: MemoryObjectSendStream[WebSocket] = sender
+        self._connections: MemoryObjectReceiveStream[WebSocket] = receiver
+        self._control: ChannelSocket | None = None
+        self._tasks: anyio.abc.TaskGroup | None = None
+        self._work: anyio.abc.TaskGroup | None = None
+        self._first_outcome = anyio.Event()
+        self._closing = anyio.Event()
+
+    @classmethod
+    def from_connection_string(
+        cls, connection_string: str, *, path: str | None = None, **options: object
+    ) -> Listener:
+        endpoint = RelayEndpoint.from_connection_string(connection_string, path=path)
+        return cls(endpoint, **options)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"<Listener {self.endpoint.namespace}/{self.endpoint.path} {self.status.value}>"
+
+    @property
+    def status(self) -> ListenerStatus:
+        return self._lifecycle.status
+
+    @property
+    def last_error(self) -> HycoError | None:
+        return self._lifecycle.last_error
+
+    async def __aenter__(self) -> Listener:
+        self._tasks = anyio.create_task_group()
+        await self._tasks.__aenter__()
+        self._tasks.start_soon(self._run)
+        await self._first_outcome.wait()
+        if self.status is not ListenerStatus.ONLINE:
+            error = self.last_error
+            await self._tasks.__aexit__(None, None, None)
+            self._connections.close()
+            raise error or ConnectionLostError("the listener could not open")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        await self.close()
+        assert self._tasks is not None
+        try:
+            return await self._tasks.__aexit__(exc_type, exc, traceback)
+        finally:
+            self._connections.close()
+
+    def __aiter__(self) -> AsyncIterator[WebSocket]:
+        return self._connections.__aiter__()
+
+    async def accept(self) -> WebSocket:
+        """The next accepted connection (when no connection handler is set)."""
+        return await self._connections.receive()
+
+    async def close(self) -> None:
+        """Go offline: no new connections; in-flight responses and connections continue."""
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        self._lifecycle.close()
+        self._notify()
+        self._accepted.close()
+        control = self._control
+        if control is not None:
+            await control.release(1000, "listener closed")
+
+    # -- the control channel -----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        async with anyio.create_task_group() as work:
+            self._work = work
+            await self._stay_online()
+            # Wait for in-flight work, but stop reconnecting.
+
+    async def _stay_online(self) -> None:
+        while not self._closing.is_set():
+            self._lifecycle.connecting()
+            self._notify()
+            error: HycoError | None
+            try:
+                self._control = await self._open_control()
+            except HycoError as failure:
+                error = failure
+            else:
+                self._lifecycle.online()
+                self._notify()
+                self._first_outcome.set()
+                closed = await self._serve_control(self._control)
+                error = closed.error if closed else None
+                if self._closing.is_set():
+                    return
+                error = error or ConnectionLostError("the relay closed the control channel")
+            delay = self._lifecycle.lost(error, random_fraction=random.random())  # noqa: S311
+            self._notify()
+            if delay is None:
+                self._first_outcome.set()
+                self._accepted.close()
+                return
+            logger.warning("listener offline (%s); reconnecting in %.1f s", error, delay)
+            await anyio.sleep(delay)
+
+    async def _open_control(self) -> ChannelSocket:
+        token = await _token(self.endpoint.token_provider, self.endpoint.resource)
+        url = create_relay_listen_uri(
+            self.endpoint.namespace,
+            self.endpoint.path,
+            tracking_id=self.tracking_id,
+            secure=self.endpoint.secure,
+        )
+        channel = ControlChannel(
+            url=url,
+            now=time.monotonic(),
+            nonce=os.urandom(16),
+            token=token.token if token else None,
+            token_expires_at=_monotonic_expiry(token),
+            config=ChannelConfig(keepalive=self._keepalive),
+        )
+        socket, _opened, leftover = await _open(
+            url, channel, ssl_context=self._ssl_context, timeout=70.0
+        )
+        for event in leftover:
+            await self._on_control_event(event)
+        return socket
+
+    async def _serve_control(self, socket: ChannelSocket) -> ChannelClosed | None:
+        closed: list[ChannelClosed] = []
+
+        async def on_event(event: Event) -> None:
+            if isinstance(event, ChannelClosed):
+                closed.append(event)
+            else:
+                await self._on_control_event(event)
+
+        await socket.run(on_event)
+        await socket.stream.aclose()
+        return closed[0] if closed else None
+
+    async def _on_control_event(self, event: Event) -> None:
+        work = self._work
+        assert work is not None
+        if isinstance(event, AcceptRequested):
+            work.start_soon(self._handle_accept, event.accept)
+        elif isinstance(event, RequestReceived):
+            work.start_soon(self._answer_inline, event.request, event.body or b"")
+        elif isinstance(event, RendezvousRequested):
+            work.start_soon(self._serve_http_rendezvous, event.request)
+        elif isinstance(event, TokenRenewalDue):
+            work.start_soon(self._renew)
+        elif isinstance(event, UnknownContentIgnored):
+            logger.debug("ignored %s from the relay %s", event.kind, event.fields)
+
+    async def _renew(self) -> None:
+        control = self._control
+        try:
+            token = await _token(self.endpoint.token_provider, self.endpoint.resource)
+        except Exception:
+            logger.exception("could not get a fresh token; the relay will close at expiry")
+            return
+        if control is None or token is None or control.channel.state is not ChannelState.OPEN:
+            return
+        channel = control.channel
+        assert isinstance(channel, ControlChannel)
+        channel.renew_token(token.token, now=time.monotonic(), expires_at=_monotonic_expiry(token))
+        await control.flush()
+
+    def _notify(self) -> None:
+        for event in self._lifecycle.events():
+            logger.info("listener %s: %s", self.endpoint.path, event.status.value)
+            if self._on_status is not None:
+                self._on_status(event)
+
+    # -- accepting WebSockets ----------------------------------------------------------------
+
+    async def _handle_accept(self, accept: Accept) -> None:
+        context = AcceptContext(accept)
+        if self._accept_handler is not None:
+            try:
+                await self._accept_handler(context)
+            except Exception:
+                logger.exception("the accept handler failed; rejecting with 502")
+                context.reject(502, "The listener failed to handle the connection")
+        try:
+            if context.rejection is not None:
+                status, description = context.rejection
+                channel: WebSocketChannel = reject_connection(
+                    accept,
+                    status_code=status,
+                    description=description,
+                    now=time.monotonic(),
+                    nonce=os.urandom(16),
+                )
+                socket, _, _ = await _open(
+                    accept.address, channel, ssl_context=self._ssl_context, timeout=20.0
+                )
+                await socket.stream.aclose()
+                return
+            channel = accept_connection(
+                accept,
+                subprotocol=context.subprotocol,
+                now=time.monotonic(),
+                nonce=os.urandom(16),
+                config=ChannelConfig(handshake_timeout=20.0, keepalive=self._keepalive),
+            )
+            socket, opened, leftover = await _open(
+                accept.address, channel, ssl_context=self._ssl_context, timeout=20.0
+            )
+        except HycoError as error:
+            logger.warning("could not complete the rendezvous for %s: %s", accept.id, error)
+            return
+        assert opened is not None
+        websocket = WebSocket(
+            socket, opened, max_message_size=self._max_message_size, accept=accept
+        )
+        work = self._work
+        assert work is not None
+        work.start_soon(websocket._run, leftover)
+        if self._connection_handler is not None:
+            async with websocket:
+                await self._connection_handler(websocket)
+            return
+        try:
+            await self._accepted.send(websocket)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            await websocket.close(1001, "listener closed")
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    async def _answer_inline(self, request: Request, body: bytes) -> None:
+        http_request = self._http_request(request, body=body)
+        response = await self._respond(http_request)
+        control = self._control
+        if control is None:
+            return
+        head = _response_head(request, response)
+        if isinstance(response.body, bytes) and len(response.body) <= INLINE_BODY_LIMIT:
+            channel = control.channel
+            assert isinstance(channel, ControlChannel)
+            if channel.state is ChannelState.OPEN:
+                channel.send_response(head, response.body)
+                await control.flush()
+            return
+        rendezvous = HttpRendezvous(
+            address=request.address, now=time.monotonic(), nonce=os.urandom(16), request=request
+        )
+        try:
+            socket, _, _ = await _open(
+                request.address, rendezvous, ssl_context=self._ssl_context, timeout=20.0
+            )
+        except HycoError as error:
+            logger.warning("could not open the response rendezvous: %s", error)
+            return
+        try:
+            await _send_response(socket, rendezvous, head, response.body)
+        finally:
+            await socket.release()
+            await socket.stream.aclose()
+
+    async def _serve_http_rendezvous(self, announced: Request) -> None:
+        rendezvous = HttpRendezvous(
+            address=announced.address, now=time.monotonic(), nonce=os.urandom(16)
+        )
+        try:
+            socket, _, leftover = await _open(
+                announced.address, rendezvous, ssl_context=self._ssl_context, timeout=20.0
+            )
+        except HycoError as error:
+            logger.warning("could not open the request rendezvous: %s", error)
+            return
+        pieces: MemoryObjectSendStream[bytes] | None = None
+        work = self._work
+        assert work is not None
+
+        async def on_event(event: Event) -> None:
+            nonlocal pieces
+            if isinstance(event, RequestReceived):
+                receiver: MemoryObjectReceiveStream[bytes] | None = None
+                if event.body is None:
+                    pieces, receiver = anyio.create_memory_object_stream[bytes](4)
+                http_request = self._http_request(event.request, body=event.body, pieces=receiver)
+                work.start_soon(self._answer_on_rendezvous, socket, event.request, http_request)
+            elif isinstance(event, RequestBodyReceived) and pieces is not None:
+                if event.data:
+                    await pieces.send(event.data)
+                if event.final:
+                    pieces.close()
+                    pieces = None
+
+        try:
+            for event in leftover:
+                await on_event(event)
+            await socket.run(on_event)
+        finally:
+            if pieces is not None:
+                pieces.close()
+            await socket.stream.aclose()
+
+    async def _answer_on_rendezvous(
+        self, socket: ChannelSocket, request: Request, http_request: HttpRequest
+    ) -> None:
+        response = await self._respond(http_request)
+        if http_request._pieces is not None:
+            http_request._pieces.close()
+        channel = socket.channel
+        assert isinstance(channel, HttpRendezvous)
+        if channel.state is not ChannelState.OPEN:
+            return
+        await _send_response(socket, channel, _response_head(request, response), response.body)
+
+    async def _respond(self, request: HttpRequest) -> HttpResponse:
+        if self._request_handler is None:
+            return HttpResponse(501, body=b"This listener does not accept HTTP requests.")
+        try:
+            return await self._request_handler(request)
+        except Exception:
+            logger.exception("the request handler failed on %s %s", request.method, request.path)
+            return HttpResponse(500, body=b"")
+
+    def _http_request(
+        self,
+        request: Request,
+        *,
+        body: bytes | None,
+        pieces: MemoryObjectReceiveStream[bytes] | None = None,
+    ) -> HttpRequest:
+        target = request.request_target or "/"
+        path, _, query = target.partition("?")
+        prefix = "/" + self.endpoint.path
+        if path.lower().startswith(prefix.lower()):
+            path = path[len(prefix) :]
+        return HttpRequest(
+            method=request.method or "GET",
+            target=target,
+            path=path or "/",
+            query=query,
+            headers=request.request_headers,
+            remote_endpoint=request.remote_endpoint,
+            deadline=time.monotonic() + 60.0,
+            _body=body,
+            _pieces=pieces,
+        )
+
+
+def _response_head(request: Request, response: HttpResponse) -> Response:
+    headers = Headers(response.headers).without(HOP_BY_HOP_HEADERS)
+    return Response(
+        request_id=request.id or "",
+        status_code=response.status,
+        status_description=response.reason or reason_phrase(response.status),
+        response_headers=headers,
+        body=not (isinstance(response.body, bytes) and not response.body),
+    )
+
+
+async def _send_response(
+    socket: ChannelSocket,
+    channel: HttpRendezvous,
+    head: Response,
+    body: bytes | AsyncIterable[bytes],
+) -> None:
+    channel.send_response(head)
+    await socket.flush()
+    if not head.body:
+        return
+    if isinstance(body, bytes):
+        for start in range(0, len(body), _RESPONSE_PIECE):
+            piece = body[start : start + _RESPONSE_PIECE]
+            channel.send_body(piece, final=start + _RESPONSE_PIECE >= len(body))
+            await socket.flush()
+        return
+    async for piece in body:
+        if piece:
+            channel.send_body(piece, final=False)
+            await socket.flush()
+    channel.send_body(b"", final=True)
+    await socket.flush()
+
+
+def _monotonic_expiry(token: RelayToken | None) -> float | None:
+    """A token's Unix expiry on the monotonic clock the kernel runs on."""
+    if token is None or token.expires_at is None:
+        return None
+    return time.monotonic() + (token.expires_at - time.time())
