@@ -165,16 +165,27 @@ class Relay:
             host = "127.0.0.1"
         return f"{host}:{self.port}"
 
-    def connection_string(self, entity: str | None = None, rule: str | None = None) -> str:
-        """A ready-to-use connection string for ``entity`` (default: the first entity)."""
-        namespace = self.config.namespaces[0]
-        target = namespace.entity(entity) if entity else namespace.entities[0]
+    def connection_string(
+        self, entity: str | None = None, rule: str | None = None, *, namespace: str | None = None
+    ) -> str:
+        """A ready-to-use connection string for ``entity`` (default: the first entity).
+
+        Clients reach the default (or only) namespace at :attr:`address`; any other namespace
+        by its own name on this port, so that the Host header selects it.
+        """
+        space = self.config.namespaces[0] if namespace is None else self.config.namespace(namespace)
+        if space is None:
+            raise KeyError(f"no namespace {namespace!r}")
+        target = space.entity(entity) if entity else space.entities[0]
         if target is None:
-            raise KeyError(f"no entity {entity!r} in namespace {namespace.name!r}")
-        rules = [r for r in (*namespace.rules, *target.rules) if rule in (None, r.name)]
+            raise KeyError(f"no entity {entity!r} in namespace {space.name!r}")
+        rules = [r for r in (*space.rules, *target.rules) if rule in (None, r.name)]
         if not rules:
             raise KeyError(f"no rule {rule!r} for entity {target.name!r}")
-        return connection_string_for(self.config, namespace, target, rules[0], address=self.address)
+        address = self.address
+        if space is not self.config.namespace(self.address):
+            address = f"{space.name}:{self.port}"
+        return connection_string_for(self.config, space, target, rules[0], address=address)
 
     def _entity_stats(self, namespace: NamespaceConfig, entity: EntityConfig) -> _EntityStats:
         return self._stats.setdefault((namespace.name.lower(), entity.name.lower()), _EntityStats())

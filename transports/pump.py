@@ -32,14 +32,24 @@ class ChannelSocket:
         self._lock = anyio.Lock()
 
     async def flush(self) -> None:
-        """Write what the kernel has queued; a broken stream becomes end of input to it."""
+        """Write what the kernel has queued, waiting for the stream (backpressure).
+
+        The writer holding the lock keeps writing until the kernel has nothing left, so bytes
+        queued meanwhile by the reader (pongs, close answers) go out without it waiting.
+        """
         async with self._lock:
-            data = self.channel.data_to_send()
-            if data:
+            while data := self.channel.data_to_send():
                 try:
                     await self.stream.send(data)
                 except STREAM_ERRORS:
                     self.channel.receive_eof()
+                    return
+
+    async def _flush_from_reader(self) -> None:
+        # The reader must never wait for a writer: the writer may be waiting, through the peer,
+        # for this very reader to drain the other direction.
+        if not self._lock.locked():
+            await self.flush()
 
     async def run(self, on_event: Callable[[Event], Awaitable[None]]) -> None:
         """Read, feed the kernel and keep its time until the channel is closed."""
@@ -47,7 +57,7 @@ class ChannelSocket:
         while True:
             for event in channel.events():
                 await on_event(event)
-            await self.flush()
+            await self._flush_from_reader()
             if channel.state is ChannelState.CLOSED:
                 return
             deadline = channel.get_timer()

@@ -1,0 +1,112 @@
+"""The ``hyco`` command, run as a user runs it: as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hyco_core import parse_connection_string, parse_sas_token, verify_sas_token
+
+HYCO = [sys.executable, "-m", "hyco_adapters.cli"]
+
+
+def run(*arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own command
+        [*HYCO, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+
+
+def test_help_lists_the_subcommands() -> None:
+    result = run()
+    assert result.returncode == 0
+    for command in ("demo", "relay", "token"):
+        assert command in result.stdout
+    for command in ("demo", "relay", "token"):
+        assert run(command, "--help").returncode == 0
+
+
+def test_demo_relays_websocket_and_http_and_reports_figures() -> None:
+    result = run("demo", "--messages", "50", "--megabytes", "8")
+    assert result.returncode == 0, result.stderr
+    report = result.stdout
+    assert re.search(r"50 round trips, latency p50 [\d.]+ ms, p99 [\d.]+ ms", report)
+    assert re.search(r"echoed 8 x 1 MiB in [\d.]+ s \(\d+ MiB/s", report)
+    assert "GET 200" in report
+    assert "inline, control channel" in report
+    assert "POST 4 MiB echoed 200" in report
+    assert "over a rendezvous" in report
+
+
+CS = (
+    "Endpoint=sb://contoso.servicebus.windows.net/;SharedAccessKeyName=send;"
+    "SharedAccessKey=a2V5LWZvci10ZXN0cw==;EntityPath=hc1"
+)
+
+
+def test_token_from_flag_or_environment_verifies() -> None:
+    result = run("token", "--connection-string", CS, "--ttl", "600")
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    verdict = verify_sas_token(
+        token,
+        keys={"send": ["a2V5LWZvci10ZXN0cw=="]},
+        target="sb://contoso.servicebus.windows.net/hc1",
+        now=time.time(),
+    )
+    assert verdict.valid, verdict.detail
+    assert 590 <= parse_sas_token(token).expiry - time.time() <= 610
+    from_env = run("token", env={**os.environ, "HYCO_CONNECTION_STRING": CS})
+    assert from_env.returncode == 0
+    assert from_env.stdout.startswith("SharedAccessSignature sr=")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "code", "message"),
+    [
+        (("token",), 2, "pass --connection-string"),
+        (("token", "-c", "Endpoint=sb://ns/;EntityPath=x"), 2, "needs SharedAccessKeyName"),
+        (("token", "-c", "Endpoint=sb://ns/;SharedAccessKey=abc"), 1, "SharedAccessKeyName"),
+        (("nonsense",), 2, "invalid choice"),
+    ],
+)
+def test_bad_input_exits_with_a_meaningful_code(
+    arguments: tuple[str, ...], code: int, message: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "HYCO_CONNECTION_STRING"}
+    result = run(*arguments, env=env)
+    assert result.returncode == code
+    assert message in result.stderr
+    assert "abc" not in result.stderr
+
+
+def test_relay_starts_fast_and_prints_working_connection_strings() -> None:
+    process = subprocess.Popen(  # noqa: S603 - our own command
+        [*HYCO, "relay", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(4)]
+        assert lines[0].startswith("hyco relay listening on 127.0.0.1:")
+        listener = lines[3].split("listener: ", 1)[1].strip()
+        parsed = parse_connection_string(listener)
+        assert parsed.use_development_emulator
+        assert parsed.entity_path == "hyco"
+        assert parsed.namespace == lines[0].split()[4]
+    finally:
+        process.send_signal(2)
+        out, _ = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert "close 1001" in out
