@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--config", help="a TOML file of namespaces, entities and rules")
     relay.add_argument("--host", help="address to bind (default 127.0.0.1)")
     relay.add_argument("--port", type=int, help="port to bind (default 9090; 0: any free port)")
+    relay.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve wss:// and https:// with a development CA made on first use",
+    )
+    relay.add_argument("--cert", help="serve TLS with this certificate (PEM, with its chain)")
+    relay.add_argument("--key", help="the private key of --cert (PEM)")
 
     token = commands.add_parser(
         "token",

@@ -3,42 +3,105 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
+import ssl
 from dataclasses import replace
+from pathlib import Path
 from typing import TextIO
 
 import anyio
 
-from hyco_relay.config import RelayConfig, Right, default_config, load_config
+from hyco_relay.config import ConfigWatcher, RelayConfig, Right, default_config
 from hyco_relay.server import Relay, serve_relay
+from hyco_relay.tls import (
+    default_certificate_directory,
+    ensure_development_certificates,
+    server_ssl_context,
+    trust_instructions,
+)
 
 __all__ = ["describe_relay", "run_relay"]
 
+logger = logging.getLogger("hyco.relay")
+
+_RELOAD_INTERVAL = 1.0
+
 
 def run_relay(arguments: argparse.Namespace, out: TextIO) -> int:
-    config = load_config(arguments.config) if arguments.config else default_config()
-    overrides = {
-        name: value
-        for name, value in (("host", arguments.host), ("port", arguments.port))
-        if value is not None
-    }
-    config = replace(config, **overrides)
-    anyio.run(_serve, config, out)
+    watcher = ConfigWatcher(arguments.config) if arguments.config else None
+    config = watcher.config if watcher else default_config()
+    config = _with_overrides(config, arguments)
+    context, notes = _tls(arguments, config)
+    anyio.run(_serve, config, context, notes, watcher, arguments, out)
     return 0
 
 
-async def _serve(config: RelayConfig, out: TextIO) -> None:
+def _with_overrides(config: RelayConfig, arguments: argparse.Namespace) -> RelayConfig:
+    if arguments.host is not None:
+        config = replace(config, host=arguments.host)
+    if arguments.port is not None:
+        config = replace(config, port=arguments.port)
+    return config
+
+
+def _tls(arguments: argparse.Namespace, config: RelayConfig) -> tuple[ssl.SSLContext | None, str]:
+    if arguments.cert or arguments.key:
+        if not (arguments.cert and arguments.key):
+            raise SystemExit("hyco relay: --cert and --key go together")
+        return server_ssl_context(Path(arguments.cert), Path(arguments.key)), ""
+    if not arguments.tls:
+        return None, ""
+    hosts = ["localhost", "127.0.0.1", "::1", *(ns.name for ns in config.namespaces)]
+    if config.host not in ("0.0.0.0", "::"):  # noqa: S104 - comparing, not binding
+        hosts.append(config.host)
+    certificates = ensure_development_certificates(
+        default_certificate_directory(), hosts=list(dict.fromkeys(hosts))
+    )
+    context = server_ssl_context(certificates.certificate, certificates.private_key)
+    return context, trust_instructions(certificates)
+
+
+async def _serve(
+    config: RelayConfig,
+    context: ssl.SSLContext | None,
+    notes: str,
+    watcher: ConfigWatcher | None,
+    arguments: argparse.Namespace,
+    out: TextIO,
+) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with serve_relay(config) as relay:
+        async with (
+            serve_relay(config, ssl_context=context) as relay,
+            anyio.create_task_group() as tasks,
+        ):
             print(describe_relay(relay), file=out, flush=True)
+            if notes:
+                print(f"\n{notes}", file=out, flush=True)
+            if watcher is not None:
+                tasks.start_soon(_reload, relay, watcher, arguments)
             async for _signal in signals:
                 print("Stopping: listeners are told to reconnect (close 1001).", file=out)
+                tasks.cancel_scope.cancel()
                 return
+
+
+async def _reload(relay: Relay, watcher: ConfigWatcher, arguments: argparse.Namespace) -> None:
+    """Apply configuration changes without a restart; a broken file keeps the last good one."""
+    while True:
+        await anyio.sleep(_RELOAD_INTERVAL)
+        changed = watcher.poll()
+        if changed is not None:
+            await relay.reconfigure(_with_overrides(changed, arguments))
+            logger.warning("configuration reloaded")
+        elif watcher.last_error is not None:
+            logger.error("configuration not reloaded: %s", watcher.last_error)
 
 
 def describe_relay(relay: Relay) -> str:
     """What a user needs to start: the address and a connection string per entity and right."""
-    lines = [f"hyco relay listening on {relay.address} (plain ws:// and http://)", ""]
+    scheme = "wss:// and https://" if relay.secure else "plain ws:// and http://"
+    lines = [f"hyco relay listening on {relay.address} ({scheme})", ""]
     for namespace in relay.config.namespaces:
         for entity in namespace.entities:
             lines.append(f"hybrid connection {namespace.name}/{entity.name}")
@@ -51,7 +114,8 @@ def describe_relay(relay: Relay) -> str:
                     lines.append(f"  {label}: {cs}")
             if not entity.requires_client_authorization:
                 lines.append("  senders need no token")
-            lines.append(f"  HTTP: http://{relay.address}/{entity.name}")
+            http = "https" if relay.secure else "http"
+            lines.append(f"  HTTP: {http}://{relay.address}/{entity.name}")
             lines.append("")
     lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)

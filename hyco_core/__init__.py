@@ -29,6 +29,7 @@ from .control import (
 )
 from .errors import (
     AuthorizationError,
+    CertificateError,
     ConnectionClosed,
     ConnectionLostError,
     ConnectionStringError,
@@ -161,6 +162,7 @@ __all__ = [
     "Backoff",
     "BodyEnd",
     "BodyPiece",
+    "CertificateError",
     "ChannelClosed",
     "ChannelConfig",
     "ChannelState",

@@ -11,6 +11,7 @@ import re
 
 __all__ = [
     "AuthorizationError",
+    "CertificateError",
     "ConnectionClosed",
     "ConnectionLostError",
     "ConnectionStringError",
@@ -69,6 +70,16 @@ class ConnectionClosed(HycoError):
         self.reason = reason
         detail = f": {reason}" if reason else ""
         super().__init__(f"the connection is closed (code {code}{detail})")
+
+
+class CertificateError(HycoError):
+    """The relay's TLS certificate is not trusted (or not for this host name)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"the relay's TLS certificate was refused: {detail}. Trust the relay's CA (pass an "
+            "ssl_context that trusts it), or connect to the name the certificate was issued for."
+        )
 
 
 class InvalidTokenError(HycoError, ValueError):

@@ -309,6 +309,10 @@ def _positive_seconds(value: Any) -> bool:
     return not isinstance(value, bool) and 0 < value < math.inf
 
 
+def _rate(value: Any) -> bool:
+    return not isinstance(value, bool) and 0 <= value < math.inf
+
+
 def _bind_address(value: Any) -> bool:
     return bool(value) and value == value.strip()
 
@@ -320,6 +324,10 @@ _SETTINGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "max_listeners_per_entity": (_positive_whole, "must be at least 1"),
     "rendezvous_timeout": (_positive_seconds, "must be a finite number of seconds above zero"),
     "request_timeout": (_positive_seconds, "must be a finite number of seconds above zero"),
+    "connection_rate": (_rate, "must be a number of connections per second, 0 for no limit"),
+    "connection_burst": (_positive_whole, "must be at least 1"),
+    "message_rate": (_rate, "must be a number of messages per second, 0 for no limit"),
+    "message_burst": (_positive_whole, "must be at least 1"),
 }
 
 
@@ -346,6 +354,14 @@ class RelayConfig:
     """Seconds a rendezvous address stays valid."""
     request_timeout: float = 60.0
     """Seconds a listener has to answer an HTTP request before the sender gets 504."""
+    connection_rate: float = 0.0
+    """New connections per second allowed from one client address (0: no limit); 429 beyond."""
+    connection_burst: int = 20
+    """How many connections one client address may open at once before the rate applies."""
+    message_rate: float = 0.0
+    """Messages per second allowed on one relayed connection (0: no limit); close 1008 beyond."""
+    message_burst: int = 100
+    """How many messages may come at once before the message rate applies."""
     namespaces: tuple[NamespaceConfig, ...]
     _namespaces: dict[str, NamespaceConfig] = field(init=False, repr=False, compare=False)
     _default: NamespaceConfig | None = field(init=False, repr=False, compare=False)
@@ -533,7 +549,7 @@ class _Reader:
         for key in relay:
             if key == "host":
                 settings[key] = self._value(relay, key, "[relay]", (str,), "a string")
-            elif key in ("port", "max_listeners_per_entity"):
+            elif key in ("port", "max_listeners_per_entity", "connection_burst", "message_burst"):
                 settings[key] = self._value(relay, key, "[relay]", (int,), "an integer")
             else:
                 number = self._value(relay, key, "[relay]", _NUMBER_TYPES, "a number")
@@ -643,11 +659,13 @@ def connection_string_for(
     rule: AccessRule,
     *,
     address: str,
+    secure: bool = False,
 ) -> str:
     """Return a connection string for ``entity`` with ``rule``'s primary key.
 
     ``address`` is the ``host:port`` clients connect to; the string names it in ``Endpoint``
-    and sets ``UseDevelopmentEmulator=true`` (plain ``ws://``/``http://``). It holds the key:
+    and, unless ``secure`` (the relay serves TLS), sets ``UseDevelopmentEmulator=true`` (plain
+    ``ws://``/``http://``). It holds the key:
     keep it out of logs. Raises :class:`LocalProtocolError` when ``namespace`` is not in
     ``config``, ``entity`` not in ``namespace``, or ``rule`` belongs to neither, and
     :class:`hyco_core.errors.ConnectionStringError` for a bad ``address`` or a key that a
@@ -672,7 +690,7 @@ def connection_string_for(
         entity_path=entity.name,
         shared_access_key_name=rule.name,
         shared_access_key=rule.primary_key,
-        use_development_emulator=True,
+        use_development_emulator=not secure,
     ).format()
 
 

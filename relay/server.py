@@ -19,15 +19,20 @@ import json
 import logging
 import random
 import secrets
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from urllib.parse import parse_qs, parse_qsl
+from xml.sax.saxutils import escape as xml_escape
 
 import anyio
 import anyio.abc
+from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.tls import TLSListener
 
 from hyco_core import (
     HOP_BY_HOP_HEADERS,
@@ -70,13 +75,16 @@ from hyco_core import (
 from hyco_transports.pump import READ_SIZE, STREAM_ERRORS, ChannelSocket
 
 from .config import EntityConfig, NamespaceConfig, RelayConfig, Right, connection_string_for
+from .hooks import ConnectionInfo, Hook, Refused, RelayHooks
 
 __all__ = ["Relay", "serve_relay"]
 
 logger = logging.getLogger("hyco.relay")
 
 _HEAD_TIMEOUT = 10.0
-_RIGHT_NAMES = {Right.LISTEN: "Listen", Right.SEND: "Send"}
+_RIGHT_NAMES = {Right.LISTEN: "Listen", Right.SEND: "Send", Right.MANAGE: "Manage"}
+_MANAGEMENT_NAMESPACE = "http://schemas.microsoft.com/netservices/2010/10/servicebus/connect"
+_PRESENCE_PATH = "/$presence"
 
 
 class _Refusal(Exception):
@@ -132,6 +140,27 @@ class _HttpExchange:
     rendezvous: ChannelSocket | None = None
 
 
+class _Bucket:
+    """A token bucket: ``rate`` per second, at most ``burst`` at once."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
 @dataclass
 class _EntityStats:
     connections: int = 0
@@ -146,9 +175,17 @@ class Relay:
     Use :func:`serve_relay` to run one (in-process, as an async context manager).
     """
 
-    def __init__(self, config: RelayConfig) -> None:
+    def __init__(
+        self, config: RelayConfig, *, hooks: RelayHooks | None = None, secure: bool = False
+    ) -> None:
         self.config = config
+        self.secure = secure
+        self.hooks = hooks or RelayHooks()
         self.port = config.port
+        self.started_at = datetime.now(timezone.utc)
+        self._client_buckets: dict[str, _Bucket] = {}
+        # (namespace, entity or "" for all) and the stream of each presence subscriber
+        self._presence: list[tuple[tuple[str, str], MemoryObjectSendStream[str]]] = []
         self._listeners: dict[tuple[str, str], list[_Listener]] = {}
         self._accepts: dict[str, _PendingAccept] = {}
         self._exchanges: dict[str, tuple[_Listener, _HttpExchange]] = {}
@@ -185,7 +222,9 @@ class Relay:
         address = self.address
         if space is not self.config.namespace(self.address):
             address = f"{space.name}:{self.port}"
-        return connection_string_for(self.config, space, target, rules[0], address=address)
+        return connection_string_for(
+            self.config, space, target, rules[0], address=address, secure=self.secure
+        )
 
     def _entity_stats(self, namespace: NamespaceConfig, entity: EntityConfig) -> _EntityStats:
         return self._stats.setdefault((namespace.name.lower(), entity.name.lower()), _EntityStats())
@@ -204,6 +243,16 @@ class Relay:
                 "bytes_out": counters.bytes_out,
             }
         return {"entities": entities, "pending_rendezvous": len(self._accepts)}
+
+    async def reconfigure(self, config: RelayConfig) -> None:
+        """Serve ``config`` from now on. Listeners of entities that are gone are closed with
+        1001; every other connection is unaffected, even if its key was changed."""
+        self.config = config
+        for (namespace_name, entity_name), listeners in list(self._listeners.items()):
+            namespace = config.namespace(namespace_name)
+            if namespace is None or namespace.entity(entity_name) is None:
+                for listener in list(listeners):
+                    await listener.socket.release(1001, "The hybrid connection was removed")
 
     async def shutdown(self) -> None:
         """Tell every listener the relay is going away (close 1001), so they reconnect."""
@@ -224,11 +273,38 @@ class Relay:
                 return
             remote = _remote_endpoint(stream)
             try:
+                self._admit_client(remote)
                 await self._route(stream, http, request, remote)
             except _Refusal as refusal:
                 await self._refuse(stream, http, request, refusal)
             except (_Abort, *STREAM_ERRORS):
                 return
+
+    def _admit_client(self, remote: RemoteEndpoint | None) -> None:
+        rate = self.config.connection_rate
+        if not rate or remote is None:
+            return
+        if len(self._client_buckets) > 10_000:
+            self._client_buckets.clear()
+        bucket = self._client_buckets.get(remote.address)
+        if bucket is None:
+            bucket = self._client_buckets[remote.address] = _Bucket(
+                rate, self.config.connection_burst
+            )
+        if not bucket.take():
+            raise _Refusal(429, "Too many connections from this address; slow down and retry")
+
+    async def _run_hook(self, hook: Hook | None, info: ConnectionInfo) -> None:
+        """Run a hook: :class:`Refused` becomes that refusal, any other failure a 500."""
+        if hook is None:
+            return
+        try:
+            await hook(info)
+        except Refused as refused:
+            raise _Refusal(refused.status, refused.description) from None
+        except Exception:
+            logger.exception("the %s hook failed", info.kind)
+            raise _Refusal(500, "The relay failed to process the request") from None
 
     # -- routing -----------------------------------------------------------------------------
 
@@ -248,7 +324,14 @@ class Relay:
         namespace = self.config.namespace(host)
         if namespace is None:
             raise _Refusal(404, f"No namespace is served at host {host!r}", code="EndpointNotFound")
-        scheme = "ws" if request.is_websocket else "http"
+        if path == _PRESENCE_PATH and request.method == "GET" and not request.is_websocket:
+            await self._serve_presence(stream, http, request, namespace)
+            return
+        scheme = (
+            ("wss" if request.is_websocket else "https")
+            if self.secure
+            else ("ws" if request.is_websocket else "http")
+        )
         try:
             url = parse_relay_url(
                 f"{scheme}://{host}{request.target}", entities=[e.name for e in namespace.entities]
@@ -261,6 +344,9 @@ class Relay:
         if not request.is_websocket:
             if not url.is_http:
                 raise _Refusal(400, "A $hc address needs a WebSocket upgrade")
+            if request.method == "GET" and "api-version" in parse_qs(url.query):
+                await self._describe_entity(stream, http, request, url, namespace, entity)
+                return
             await self._serve_http_sender(stream, http, request, remote, namespace, entity, url)
             return
         action = url.action or "connect"
@@ -317,7 +403,8 @@ class Relay:
         every_rule = self.config.keys_for(namespace, entity, Right(0))
         verdict = verify_sas_token(token, keys=every_rule, target=target, now=time.time())
         if verdict.valid:
-            raise _Refusal(403, f"The token's rule does not grant {_RIGHT_NAMES[right]} here")
+            granted = _RIGHT_NAMES.get(right, "access")
+            raise _Refusal(403, f"The token's rule does not grant {granted} here")
         raise _Refusal(401, f"Invalid token: {verdict.detail}", code="TokenMissingOrInvalid")
 
     # -- listeners ---------------------------------------------------------------------------
@@ -349,8 +436,23 @@ class Relay:
             expires_at=expires_at,
             host=request.headers.get("host", namespace.name),
         )
+        info = ConnectionInfo(
+            kind="listener",
+            namespace=namespace.name,
+            entity=entity.name,
+            remote_endpoint=remote,
+            headers=forwarded_connect_headers(request.headers),
+            listener_id=listener.id,
+        )
+        try:
+            await self._run_hook(self.hooks.listener_connected, info)
+        except _Refusal:
+            channel.close(1011, "The relay failed to set up this listener", now=time.monotonic())
+            await listener.socket.flush()
+            return
         listeners.append(listener)
         self._entity_stats(namespace, entity)
+        self._publish("online", listener)
         logger.info("listener %s online on %s/%s", listener.id, namespace.name, entity.name)
         try:
             async with anyio.create_task_group() as tasks:
@@ -361,7 +463,10 @@ class Relay:
             listeners.remove(listener)
             for exchange in listener.exchanges.values():
                 exchange.answered.set()
+            self._publish("offline", listener)
             logger.info("listener %s offline on %s/%s", listener.id, namespace.name, entity.name)
+            with anyio.CancelScope(shield=True), suppress(_Refusal):
+                await self._run_hook(self.hooks.listener_disconnected, info)
 
     async def _expire_listener_token(self, listener: _Listener) -> None:
         while listener.expires_at is not None:
@@ -415,6 +520,10 @@ class Relay:
         url: RelayUrl,
     ) -> None:
         self._authorize(request, url, namespace, entity, Right.SEND)
+        await self._run_hook(
+            self.hooks.sender_connecting,
+            _info("sender", request, remote, namespace, entity, url),
+        )
         listener = self._pick_listener(namespace, entity, request.headers)
         if listener is None:
             raise _Refusal(404, _no_listener(request.headers), code="EndpointNotFound")
@@ -502,9 +611,15 @@ class Relay:
         )
         stats = self._entity_stats(namespace, entity)
         stats.connections += 1
+        rate = self.config.message_rate
+        limits = (
+            (_Bucket(rate, self.config.message_burst), _Bucket(rate, self.config.message_burst))
+            if rate
+            else (None, None)
+        )
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(sender.run, _forwarder(listener, stats, inbound=True))
-            tasks.start_soon(listener.run, _forwarder(sender, stats, inbound=False))
+            tasks.start_soon(sender.run, _forwarder(sender, listener, stats, True, limits[0]))
+            tasks.start_soon(listener.run, _forwarder(listener, sender, stats, False, limits[1]))
 
     # -- HTTP senders ------------------------------------------------------------------------
 
@@ -561,6 +676,9 @@ class Relay:
         if request.method == "CONNECT":
             raise _Refusal(405, "CONNECT is not allowed")
         token_header, _ = self._authorize(request, url, namespace, entity, Right.SEND, http=True)
+        await self._run_hook(
+            self.hooks.http_request, _info("http", request, remote, namespace, entity, url)
+        )
         stats = self._entity_stats(namespace, entity)
         stats.requests += 1
         if rendezvous is not None and rendezvous.channel.state is not ChannelState.OPEN:
@@ -722,6 +840,113 @@ class Relay:
         exchange.answered.set()
         await socket.released.wait()
 
+    # -- operations --------------------------------------------------------------------------
+
+    async def _describe_entity(
+        self,
+        stream: anyio.abc.ByteStream,
+        http: HttpServer,
+        request: IncomingRequest,
+        url: RelayUrl,
+        namespace: NamespaceConfig,
+        entity: EntityConfig,
+    ) -> None:
+        """The management read the .NET SDK's GetRuntimeInformationAsync makes (any right)."""
+        self._authorize(request, url, namespace, entity, Right(0))
+        listeners = self.listener_count(namespace.name, entity.name)
+        created = self.started_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        host = request.headers.get("host", namespace.name)
+        body = (
+            '<entry xmlns="http://www.w3.org/2005/Atom">'
+            f"<id>http://{xml_escape(host)}/{xml_escape(entity.name)}</id>"
+            f'<title type="text">{xml_escape(entity.name)}</title>'
+            f"<updated>{created}</updated>"
+            '<content type="application/xml">'
+            f'<HybridConnectionDescription xmlns="{_MANAGEMENT_NAMESPACE}" '
+            'xmlns:i="http://www.w3.org/2001/XMLSchema-instance">'
+            f"<CreatedAt>{created}</CreatedAt><UpdatedAt>{created}</UpdatedAt>"
+            f"<ListenerCount>{listeners}</ListenerCount>"
+            "<RequiresClientAuthorization>"
+            f"{str(entity.requires_client_authorization).lower()}"
+            "</RequiresClientAuthorization>"
+            "</HybridConnectionDescription></content></entry>"
+        ).encode()
+        headers = [("Content-Type", "application/atom+xml;type=entry;charset=utf-8")]
+        await stream.send(
+            http.start_response(200, "OK", headers, content_length=len(body))
+            + http.send_body(body)
+            + http.end_response()
+        )
+
+    async def _serve_presence(
+        self,
+        stream: anyio.abc.ByteStream,
+        http: HttpServer,
+        request: IncomingRequest,
+        namespace: NamespaceConfig,
+    ) -> None:
+        """Server-sent events of listeners going online and offline (needs Manage)."""
+        host = request.headers.get("host", namespace.name)
+        query = request.target.partition("?")[2]
+        parameters = {k.lower(): v for k, v in parse_qsl(query)}
+        token, _header = request_token(request.headers, parameters, http=True)
+        if not token:
+            raise _Refusal(401, "A Manage token is required", code="TokenMissingOrInvalid")
+        wanted = parameters.get("entity")
+        key: tuple[str, str] | None = None
+        if wanted:
+            entity = namespace.entity(wanted)
+            if entity is None:
+                raise _Refusal(404, f"No hybrid connection {wanted!r}", code="EndpointNotFound")
+            self._verify(token, host, namespace, entity, Right.MANAGE)
+            key = (namespace.name.lower(), entity.name.lower())
+        else:
+            self._verify_namespace(token, host, namespace)
+        sender, receiver = anyio.create_memory_object_stream[str](256)
+        for (space, name), listeners in self._listeners.items():
+            if space == namespace.name.lower() and key in (None, (space, name)):
+                for listener in listeners:
+                    sender.send_nowait(_presence_event("online", listener, len(listeners)))
+        subscription = (key or (namespace.name.lower(), ""), sender)
+        self._presence.append(subscription)
+        headers = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
+        try:
+            await stream.send(http.start_response(200, "OK", headers, content_length=None))
+            async with receiver:
+                while True:
+                    with anyio.move_on_after(15):
+                        message = await receiver.receive()
+                        await stream.send(http.send_body(message.encode()))
+                        continue
+                    await stream.send(http.send_body(b": keep-alive\n\n"))
+        except (anyio.EndOfStream, *STREAM_ERRORS):
+            return
+        finally:
+            self._presence.remove(subscription)
+            sender.close()
+
+    def _verify_namespace(self, token: str, host: str, namespace: NamespaceConfig) -> None:
+        keys: dict[str, list[str]] = {}
+        for rule in namespace.rules:
+            if Right.MANAGE in rule.rights:
+                keys.setdefault(rule.name, []).extend(rule.keys)
+        verdict = verify_sas_token(token, keys=keys, target=f"http://{host}/", now=time.time())
+        if not verdict.valid:
+            raise _Refusal(
+                401, f"A namespace Manage token is required: {verdict.detail}", code="Unauthorized"
+            )
+
+    def _publish(self, kind: str, listener: _Listener) -> None:
+        key = (listener.namespace.name.lower(), listener.entity.name.lower())
+        count = len(self._listeners.get(key, []))
+        message = _presence_event(kind, listener, count)
+        for (space, name), subscriber in list(self._presence):
+            if space == key[0] and name in ("", key[1]):
+                try:
+                    subscriber.send_nowait(message)
+                except anyio.WouldBlock:
+                    subscriber.close()  # a subscriber that cannot keep up is dropped
+
     # -- errors ------------------------------------------------------------------------------
 
     async def _refuse(
@@ -757,7 +982,11 @@ class Relay:
 
 
 def _forwarder(
-    target: ChannelSocket, stats: _EntityStats, *, inbound: bool
+    source: ChannelSocket,
+    target: ChannelSocket,
+    stats: _EntityStats,
+    inbound: bool,
+    limit: _Bucket | None,
 ) -> Callable[[Event], Awaitable[None]]:
     """Pass each event of one side of a relayed WebSocket on to the other side."""
 
@@ -770,6 +999,13 @@ def _forwarder(
         elif channel.state is not ChannelState.OPEN:
             return
         elif isinstance(event, MessageReceived):
+            if event.final and limit is not None and not limit.take():
+                reason = "Message rate limit exceeded"
+                source.channel.close(1008, reason, now=time.monotonic())
+                channel.close(1008, reason, now=time.monotonic())
+                await source.flush()
+                await target.flush()
+                return
             size = len(event.data)
             if inbound:
                 stats.bytes_in += size
@@ -875,6 +1111,39 @@ def _remote_endpoint(stream: anyio.abc.ByteStream) -> RemoteEndpoint | None:
     return None
 
 
+def _info(
+    kind: str,
+    request: IncomingRequest,
+    remote: RemoteEndpoint | None,
+    namespace: NamespaceConfig,
+    entity: EntityConfig,
+    url: RelayUrl,
+) -> ConnectionInfo:
+    return ConnectionInfo(
+        kind=kind,
+        namespace=namespace.name,
+        entity=entity.name,
+        remote_endpoint=remote,
+        headers=forwarded_connect_headers(request.headers).without(["authorization"])
+        if kind == "http"
+        else forwarded_connect_headers(request.headers),
+        suffix=url.suffix,
+        query=url.query,
+        method=request.method,
+    )
+
+
+def _presence_event(kind: str, listener: _Listener, count: int) -> str:
+    document = {
+        "namespace": listener.namespace.name,
+        "entity": listener.entity.name,
+        "listener": listener.id,
+        "listeners": count,
+        "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+    }
+    return f"event: {kind}\ndata: {json.dumps(document)}\n\n"
+
+
 def _id_list(value: str | None) -> set[str]:
     return {item.strip().lower() for item in (value or "").split(",") if item.strip()}
 
@@ -888,11 +1157,22 @@ def _no_listener(headers: Headers) -> str:
 
 
 @asynccontextmanager
-async def serve_relay(config: RelayConfig) -> AsyncIterator[Relay]:
-    """Run a relay in this process for the duration of the ``async with`` block."""
-    relay = Relay(config)
-    listener = await anyio.create_tcp_listener(local_host=config.host, local_port=config.port)
-    relay.port = int(listener.extra(anyio.abc.SocketAttribute.local_port))
+async def serve_relay(
+    config: RelayConfig,
+    *,
+    hooks: RelayHooks | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[Relay]:
+    """Run a relay in this process for the duration of the ``async with`` block.
+
+    With ``ssl_context`` it serves ``wss://`` and ``https://`` (see :mod:`hyco_relay.tls`).
+    """
+    relay = Relay(config, hooks=hooks, secure=ssl_context is not None)
+    tcp = await anyio.create_tcp_listener(local_host=config.host, local_port=config.port)
+    relay.port = int(tcp.extra(anyio.abc.SocketAttribute.local_port))
+    listener: anyio.abc.Listener[anyio.abc.ByteStream] = tcp
+    if ssl_context is not None:
+        listener = TLSListener(tcp, ssl_context, standard_compatible=False)
     async with listener, anyio.create_task_group() as tasks:
         tasks.start_soon(listener.serve, relay.handle)
         logger.info("relay listening on %s", relay.address)

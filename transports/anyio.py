@@ -38,6 +38,7 @@ from hyco_core import (
     INLINE_BODY_LIMIT,
     Accept,
     AcceptRequested,
+    CertificateError,
     ChannelClosed,
     ChannelConfig,
     ChannelState,
@@ -125,6 +126,8 @@ async def _open(
                 stream = await anyio.connect_tcp(host, port)
     except TimeoutError:
         raise RelayTimeoutError(f"could not connect to {host}:{port} in {timeout:g} s") from None
+    except ssl.SSLCertVerificationError as error:
+        raise CertificateError(f"{host}:{port}: {error.verify_message}") from None
     except OSError as error:
         raise ConnectionLostError(f"could not connect to {host}:{port}: {error}") from None
     socket = ChannelSocket(stream, channel)
@@ -702,8 +705,16 @@ class Listener:
         assert work is not None
         work.start_soon(websocket._run, leftover)
         if self._connection_handler is not None:
-            async with websocket:
+            try:
                 await self._connection_handler(websocket)
+            except ConnectionClosed as closed:
+                logger.debug("connection %s ended: %s", accept.id, closed)
+            except Exception:
+                # One connection's failure must not take the listener down.
+                logger.exception("the connection handler failed; closing with 1011")
+                await websocket.close(1011, "The listener failed")
+            else:
+                await websocket.close()
             return
         try:
             await self._accepted.send(websocket)

@@ -95,3 +95,11 @@ def test_normal_close_is_no_error() -> None:
 def test_error_without_status_or_code() -> None:
     assert "ended the connection: gone." in str(ConnectionLostError("gone"))
     assert "no reason given" in str(RelayError(""))
+
+
+def test_certificate_error_says_what_to_do() -> None:
+    from hyco_core.errors import CertificateError
+
+    message = str(CertificateError("self-signed certificate"))
+    assert "self-signed certificate" in message
+    assert "Trust the relay's CA" in message
