@@ -550,6 +550,12 @@ class Listener:
         self._lifecycle.close()
         self._notify()
         self._accepted.close()
+        while True:
+            try:
+                unclaimed = self._connections.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+            await unclaimed.close(1001, "The listener closed")
         control = self._control
         if control is not None:
             await control.release(1000, "listener closed")

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +111,62 @@ def test_relay_starts_fast_and_prints_working_connection_strings() -> None:
         out, _ = process.communicate(timeout=20)
     assert process.returncode == 0
     assert "close 1001" in out
+
+
+RELOADABLE = """
+[relay]
+port = 0
+
+[[namespace]]
+name = "localhost"
+
+  [[namespace.rule]]
+  name = "root"
+  primary_key = "{key}"
+  rights = ["Manage"]
+
+  [[namespace.entity]]
+  name = "hc1"
+"""
+
+
+def test_relay_reloads_its_configuration_without_a_restart(tmp_path: Path) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect as ws_connect
+
+    from hyco_core import create_relay_listen_uri, create_relay_token
+
+    config = tmp_path / "relay.toml"
+    config.write_text(RELOADABLE.format(key="b2xkLWtleQ=="))
+    process = subprocess.Popen(  # noqa: S603 - our own command
+        [*HYCO, "relay", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        address = process.stdout.readline().split()[4]
+
+        def listen(key: str) -> str:
+            token = create_relay_token(f"sb://{address}/hc1", "root", key, now=time.time())
+            return create_relay_listen_uri(address, "hc1", token, secure=False)
+
+        with ws_connect(listen("b2xkLWtleQ==")) as existing:
+            config.write_text(RELOADABLE.format(key="bmV3LWtleQ=="))
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    with ws_connect(listen("bmV3LWtleQ==")):
+                        break
+                except InvalidStatus:
+                    assert time.monotonic() < deadline, "the new key was never picked up"
+                    time.sleep(0.2)
+            with pytest.raises(InvalidStatus) as refused, ws_connect(listen("b2xkLWtleQ==")):
+                pass
+            assert refused.value.response.status_code == 401
+            existing.ping().wait(5)  # the connection opened with the old key is untouched
+    finally:
+        process.send_signal(2)
+        process.communicate(timeout=20)
+    assert process.returncode == 0
