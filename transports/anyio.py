@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.tls import TLSStream
 
 from hyco_core import (
     HOP_BY_HOP_HEADERS,
@@ -79,6 +80,7 @@ from hyco_core import (
 from hyco_core.timing import Backoff
 
 from .auth import RelayEndpoint, RelayToken, TokenProvider
+from .proxy import ProxyError, connect_request, parse_connect_response, proxy_for
 from .pump import READ_SIZE, STREAM_ERRORS, ChannelSocket
 
 __all__ = [
@@ -118,12 +120,7 @@ async def _open(
     stream: anyio.abc.ByteStream
     try:
         with anyio.fail_after(timeout):
-            if secure:
-                stream = await anyio.connect_tcp(
-                    host, port, tls=True, ssl_context=ssl_context, tls_standard_compatible=False
-                )
-            else:
-                stream = await anyio.connect_tcp(host, port)
+            stream = await _connect_stream(host, port, secure=secure, ssl_context=ssl_context)
     except TimeoutError:
         raise RelayTimeoutError(f"could not connect to {host}:{port} in {timeout:g} s") from None
     except ssl.SSLCertVerificationError as error:
@@ -158,6 +155,38 @@ async def _open(
     except BaseException:
         await stream.aclose()
         raise
+
+
+async def _connect_stream(
+    host: str, port: int, *, secure: bool, ssl_context: ssl.SSLContext | None
+) -> anyio.abc.ByteStream:
+    """TCP (through an HTTP CONNECT proxy when the environment names one), then TLS."""
+    proxy = proxy_for(host, secure=secure)
+    if proxy is None:
+        if secure:
+            return await anyio.connect_tcp(
+                host, port, tls=True, ssl_context=ssl_context, tls_standard_compatible=False
+            )
+        return await anyio.connect_tcp(host, port)
+    stream: anyio.abc.ByteStream = await anyio.connect_tcp(proxy.host, proxy.port)
+    try:
+        await stream.send(connect_request(host, port, proxy))
+        head = b""
+        while (end := parse_connect_response(head)) is None:
+            head += await stream.receive()
+        if head[end:]:
+            raise ProxyError("the proxy sent data before the tunnel was used")
+        if secure:
+            stream = await TLSStream.wrap(
+                stream,
+                hostname=host,
+                ssl_context=ssl_context or ssl.create_default_context(),
+                standard_compatible=False,
+            )
+    except BaseException:
+        await stream.aclose()
+        raise
+    return stream
 
 
 async def _token(provider: TokenProvider | None, resource: str) -> RelayToken | None:
