@@ -79,9 +79,9 @@ class Backoff:
 def renewal_time(now: float, expires_at: float, *, margin: float = 300.0) -> float:
     """When to renew a token that expires at ``expires_at``, seen at ``now``.
 
-    Renewal happens ``margin`` seconds ahead of expiry, or a fifth of the remaining lifetime
-    ahead when that is shorter, so that a token of a few seconds is renewed in time too. An
-    expired token is due at once.
+    Renewal happens ``margin`` seconds ahead of expiry, or halfway through the remaining
+    lifetime when the token is too short for that margin, so that a token of a few seconds is
+    renewed in time too. An expired token is due at once.
     """
     remaining = max(expires_at - now, 0.0)
-    return now + max(remaining - margin, remaining * 0.8)
+    return now + max(remaining - margin, remaining / 2)

@@ -32,7 +32,7 @@ from xml.sax.saxutils import escape as xml_escape
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectSendStream
-from anyio.streams.tls import TLSListener
+from anyio.streams.tls import TLSStream
 
 from hyco_core import (
     HOP_BY_HOP_HEADERS,
@@ -733,7 +733,18 @@ class Relay:
                     await exchange.answered.wait()
                 else:
                     assert owner is not None
-                    owner.channel.send_request(message)
+                    # Only the address: listeners (hyco-https among them) tell an announcement
+                    # from an inline request by the absence of everything else.
+                    owner.channel.send_request(
+                        Request(
+                            address=message.address,
+                            id=message.id,
+                            request_headers=Headers(),
+                            request_target=None,
+                            method=None,
+                            body=None,
+                        )
+                    )
                     await owner.socket.flush()
                     await exchange.answered.wait()
                     if exchange.rendezvous is not None:
@@ -1166,19 +1177,51 @@ async def serve_relay(
     """Run a relay in this process for the duration of the ``async with`` block.
 
     With ``ssl_context`` it serves ``wss://`` and ``https://`` (see :mod:`hyco_relay.tls`).
+    On exit it first stops accepting, then tells listeners to reconnect (close 1001), then
+    ends every connection: a listener reconnecting at once finds the port closed instead of a
+    backlog nobody will serve.
     """
     relay = Relay(config, hooks=hooks, secure=ssl_context is not None)
-    tcp = await anyio.create_tcp_listener(local_host=config.host, local_port=config.port)
-    relay.port = int(tcp.extra(anyio.abc.SocketAttribute.local_port))
-    listener: anyio.abc.Listener[anyio.abc.ByteStream] = tcp
-    if ssl_context is not None:
-        listener = TLSListener(tcp, ssl_context, standard_compatible=False)
-    async with listener, anyio.create_task_group() as tasks:
-        tasks.start_soon(listener.serve, relay.handle)
-        logger.info("relay listening on %s", relay.address)
+    listener = await anyio.create_tcp_listener(local_host=config.host, local_port=config.port)
+    relay.port = int(listener.extra(anyio.abc.SocketAttribute.local_port))
+
+    async def handle(stream: anyio.abc.SocketStream) -> None:
+        if ssl_context is None:
+            await relay.handle(stream)
+            return
         try:
-            yield relay
+            with anyio.fail_after(_HEAD_TIMEOUT):
+                secure = await TLSStream.wrap(
+                    stream, server_side=True, ssl_context=ssl_context, standard_compatible=False
+                )
+        except (TimeoutError, ssl.SSLError, *STREAM_ERRORS):
+            await stream.aclose()
+            return
+        await relay.handle(secure)
+
+    async def accept(
+        bound: anyio.abc.Listener[anyio.abc.SocketStream], connections: anyio.abc.TaskGroup
+    ) -> None:
+        assert isinstance(bound, anyio.abc.SocketListener)
+        while True:
+            try:
+                stream = await bound.accept()
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
+            connections.start_soon(handle, stream)
+
+    async with anyio.create_task_group() as connections:
+        try:
+            async with anyio.create_task_group() as acceptor:
+                for bound in listener.listeners:
+                    acceptor.start_soon(accept, bound, connections)
+                logger.info("relay listening on %s", relay.address)
+                try:
+                    yield relay
+                finally:
+                    acceptor.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
+                await listener.aclose()
                 await relay.shutdown()
-            tasks.cancel_scope.cancel()
+            connections.cancel_scope.cancel()

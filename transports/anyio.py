@@ -253,17 +253,17 @@ class WebSocket:
             self._messages.close()
             raise self._closed_error() from None
 
-    def __aiter__(self) -> AsyncIterator[str | bytes]:
-        return self._iterate()
+    def __aiter__(self) -> WebSocket:
+        return self
 
-    async def _iterate(self) -> AsyncIterator[str | bytes]:
-        while True:
-            try:
-                yield await self.recv()
-            except ConnectionClosed as closed:
-                if closed.code in (1000, 1001) and closed.__cause__ is None:
-                    return
-                raise
+    async def __anext__(self) -> str | bytes:
+        """The next message; iteration ends at a normal close (1000, 1001), else raises."""
+        try:
+            return await self.recv()
+        except ConnectionClosed as closed:
+            if closed.code in (1000, 1001) and closed.__cause__ is None:
+                raise StopAsyncIteration from None
+            raise
 
     async def ping(self, payload: bytes = b"") -> None:
         try:

@@ -30,6 +30,8 @@ class ChannelSocket:
         self.channel = channel
         self.released = anyio.Event()
         self._lock = anyio.Lock()
+        self._wait: anyio.CancelScope | None = None
+        self._wait_until: float | None = None
 
     async def flush(self) -> None:
         """Write what the kernel has queued, waiting for the stream (backpressure).
@@ -44,6 +46,7 @@ class ChannelSocket:
                 except STREAM_ERRORS:
                     self.channel.receive_eof()
                     return
+        self._rearm()
 
     async def _flush_from_reader(self) -> None:
         # The reader must never wait for a writer: the writer may be waiting, through the peer,
@@ -62,7 +65,8 @@ class ChannelSocket:
                 return
             deadline = channel.get_timer()
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            with anyio.move_on_after(timeout):
+            with anyio.move_on_after(timeout) as self._wait:
+                self._wait_until = deadline
                 try:
                     data = await self.stream.receive(READ_SIZE)
                 except STREAM_ERRORS:
@@ -71,6 +75,15 @@ class ChannelSocket:
                     channel.receive_data(data, time.monotonic())
                 continue
             channel.handle_timer(time.monotonic())
+
+    def _rearm(self) -> None:
+        """Wake the reader when an action moved the kernel's next deadline earlier (a token
+        renewal, a close): it is waiting for the old one."""
+        deadline = self.channel.get_timer()
+        if self._wait is None or deadline is None:
+            return
+        if self._wait_until is None or deadline < self._wait_until:
+            self._wait.cancel()
 
     async def release(self, code: int = 1000, reason: str = "") -> None:
         """Close the channel if still open, and mark the socket as no longer owned."""

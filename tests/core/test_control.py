@@ -237,7 +237,7 @@ def test_token_renewal_is_announced_ahead_of_expiry_and_sent() -> None:
 
 def test_short_lived_tokens_are_renewed_in_time() -> None:
     channel, _relay = online(token_expires_at=5.0, config=ChannelConfig(keepalive=None))
-    assert channel.get_timer() == 4.0
+    assert channel.get_timer() == 2.5
 
 
 @pytest.mark.parametrize(

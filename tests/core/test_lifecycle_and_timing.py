@@ -58,8 +58,9 @@ def test_random_fraction_out_of_range_is_refused() -> None:
     ("now", "expires_at", "expected"),
     [
         (0.0, 3600.0, 3300.0),  # an hour-long token: five minutes ahead
-        (0.0, 600.0, 480.0),  # ten minutes: a fifth of the lifetime ahead
-        (100.0, 105.0, 104.0),  # five seconds: renewed after four
+        (0.0, 900.0, 600.0),  # fifteen minutes: still five minutes ahead
+        (0.0, 400.0, 200.0),  # too short for the margin: halfway
+        (100.0, 105.0, 102.5),  # five seconds: renewed after two and a half
         (100.0, 90.0, 100.0),  # already expired: now
     ],
 )
