@@ -369,23 +369,11 @@ class AnyioDriver(Driver):
         self._portal_context.__exit__(None, None, None)
 
 
-def _sync() -> Driver:
-    from hyco_transports import sync
-
-    return BlockingDriver(sync, "sync")
-
-
-def _gevent() -> Driver:
-    from hyco_transports import gevent
-
-    return BlockingDriver(gevent, "gevent")
-
-
 BUILTIN_DRIVERS = {
     "anyio": lambda: AnyioDriver("asyncio"),
     "anyio-trio": lambda: AnyioDriver("trio"),
-    "sync": _sync,
-    "gevent": _gevent,
+    "sync": lambda: BlockingDriver(importlib.import_module("hyco_transports.sync"), "sync"),
+    "gevent": lambda: BlockingDriver(importlib.import_module("hyco_transports.gevent"), "gevent"),
 }
 
 
