@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
+import anyio
+
 from hyco_core import HycoError, __version__, create_relay_token, parse_connection_string
 
 __all__ = ["main"]
@@ -66,6 +68,49 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--cert", help="serve TLS with this certificate (PEM, with its chain)")
     relay.add_argument("--key", help="the private key of --cert (PEM)")
 
+    expose = commands.add_parser(
+        "expose",
+        help="make local TCP services reachable through a hybrid connection",
+        description="Listen on the hybrid connection and carry each sender's connection to one "
+        "of the named targets; nothing else is reachable.",
+    )
+    _add_connection_string(expose)
+    expose.add_argument(
+        "--target",
+        action="append",
+        required=True,
+        metavar="NAME=HOST:PORT",
+        help="a service to expose under NAME (repeat for several)",
+    )
+
+    forward = commands.add_parser(
+        "forward",
+        help="carry local TCP connections to a target exposed elsewhere",
+        description="Bind a local port (or use stdin/stdout) and carry each connection through "
+        "the hybrid connection to the target 'hyco expose' offers under that name.",
+    )
+    _add_connection_string(forward)
+    forward.add_argument("--target", required=True, metavar="NAME", help="the exposed name")
+    where = forward.add_mutually_exclusive_group(required=True)
+    where.add_argument("--bind", metavar="[HOST:]PORT", help="local address to accept on")
+    where.add_argument(
+        "--stdio", action="store_true", help="use stdin/stdout (ssh -o ProxyCommand)"
+    )
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve an ASGI app (FastAPI, Starlette, Django) through a hybrid connection",
+        description="Run an ASGI 3 app behind the relay: its routes answer as if it were "
+        "mounted at the hybrid connection's path.",
+    )
+    serve.add_argument("app", metavar="MODULE:APP", help="the app to import, e.g. main:app")
+    _add_connection_string(serve)
+    serve.add_argument("--workers", type=int, default=1, help="listener processes (1)")
+    serve.add_argument(
+        "--lifespan", choices=("auto", "on", "off"), default="auto", help="lifespan events"
+    )
+    serve.add_argument("--root-path", help="the app's mount path (default: /<entity path>)")
+
     token = commands.add_parser(
         "token",
         help="print a SAS token for a hybrid connection",
@@ -87,7 +132,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     )
     handlers: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
         "demo": _demo,
+        "expose": _expose,
+        "forward": _forward,
         "relay": _relay,
+        "serve": _serve,
         "token": _token,
     }
     handler = handlers.get(arguments.command or "")
@@ -103,12 +151,84 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         return 130
 
 
+def _missing_connection_string(arguments: argparse.Namespace) -> bool:
+    if arguments.connection_string:
+        return False
+    print(
+        f"hyco {arguments.command}: pass --connection-string or set ${CONNECTION_STRING_VARIABLE}",
+        file=sys.stderr,
+    )
+    return True
+
+
+def _expose(arguments: argparse.Namespace, out: TextIO) -> int:
+    from .forward import expose, parse_target
+
+    if _missing_connection_string(arguments):
+        return 2
+    try:
+        targets = [parse_target(text) for text in arguments.target]
+    except ValueError as error:
+        print(f"hyco expose: {error}", file=sys.stderr)
+        return 2
+    print(f"exposing {', '.join(t.name for t in targets)}; Ctrl-C to stop", file=out, flush=True)
+    anyio.run(expose, arguments.connection_string, targets)
+    return 0
+
+
+def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
+    from .forward import forward, forward_stdio
+
+    if _missing_connection_string(arguments):
+        return 2
+    if arguments.stdio:
+        anyio.run(forward_stdio, arguments.connection_string, arguments.target)
+        return 0
+    host, _, port = arguments.bind.rpartition(":")
+    if not port.isdigit():
+        print("hyco forward: --bind is [HOST:]PORT", file=sys.stderr)
+        return 2
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tasks:
+            bound = await tasks.start(
+                lambda task_status: forward(
+                    arguments.connection_string,
+                    arguments.target,
+                    host=host or "127.0.0.1",
+                    port=int(port),
+                    task_status=task_status,
+                )
+            )
+            print(
+                f"forwarding {host or '127.0.0.1'}:{bound} to {arguments.target!r}; Ctrl-C to stop",
+                file=out,
+                flush=True,
+            )
+
+    anyio.run(run)
+    return 0
+
+
+def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
+    from .asgi import run, serve_workers
+
+    if _missing_connection_string(arguments):
+        return 2
+    if arguments.workers < 1:
+        print("hyco serve: --workers is at least 1", file=sys.stderr)
+        return 2
+    print(f"serving {arguments.app} through the relay; Ctrl-C to stop", file=out, flush=True)
+    options = {"lifespan": arguments.lifespan, "root_path": arguments.root_path}
+    if arguments.workers > 1:
+        serve_workers(arguments.app, arguments.connection_string, arguments.workers, **options)
+    else:
+        run(arguments.app, arguments.connection_string, **options)
+    return 0
+
+
 def _token(arguments: argparse.Namespace, out: TextIO) -> int:
-    if not arguments.connection_string:
-        print(
-            f"hyco token: pass --connection-string or set ${CONNECTION_STRING_VARIABLE}",
-            file=sys.stderr,
-        )
+    if _missing_connection_string(arguments):
         return 2
     parsed = parse_connection_string(arguments.connection_string)
     entity = arguments.entity or parsed.entity_path

@@ -8,8 +8,9 @@ once for blocking transports and once for async ones.
 from __future__ import annotations
 
 import importlib
+import queue
 import threading
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from types import ModuleType
@@ -40,7 +41,7 @@ from .driver import (
     SenderHandle,
 )
 
-__all__ = ["BUILTIN_DRIVERS", "AnyioDriver", "BlockingDriver", "driver_for"]
+__all__ = ["BUILTIN_DRIVERS", "AnyioDriver", "BlockingDriver", "GeventDriver", "driver_for"]
 
 
 def _endpoint(connection_string: str, spec: ListenerSpec) -> RelayEndpoint:
@@ -369,11 +370,131 @@ class AnyioDriver(Driver):
         self._portal_context.__exit__(None, None, None)
 
 
+class _GeventThread:
+    """A thread running its own gevent hub; calls from other threads run there as greenlets.
+
+    The suite's reference clients block their thread, which would starve a hub sharing it.
+    """
+
+    def __init__(self) -> None:
+        self._calls: queue.Queue[tuple[Callable[[], Any], threading.Event, list[Any]] | None] = (
+            queue.Queue()
+        )
+        self._thread = threading.Thread(target=self._serve, name="gevent-driver", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        gevent = importlib.import_module("gevent")
+        while True:
+            try:
+                call = self._calls.get_nowait()
+            except queue.Empty:
+                gevent.sleep(0.002)
+                continue
+            if call is None:
+                return
+            gevent.spawn(self._run, *call)
+
+    @staticmethod
+    def _run(function: Callable[[], Any], done: threading.Event, box: list[Any]) -> None:
+        try:
+            box.append((True, function()))
+        except BaseException as error:
+            box.append((False, error))
+        finally:
+            done.set()
+
+    def call(self, function: Callable[[], Any]) -> Any:
+        done, box = threading.Event(), list[Any]()
+        self._calls.put((function, done, box))
+        done.wait()
+        succeeded, value = box[0]
+        if succeeded:
+            return value
+        raise value
+
+    def stop(self) -> None:
+        self._calls.put(None)
+        self._thread.join(timeout=5)
+
+
+class _ListenerThere(ListenerHandle):
+    def __init__(self, thread: _GeventThread, handle: ListenerHandle) -> None:
+        self._thread, self._handle = thread, handle
+
+    def statuses(self) -> list[str]:
+        return self._handle.statuses()
+
+    def accepted(self) -> list[AcceptInfo]:
+        return self._handle.accepted()
+
+    def closes(self) -> list[tuple[int, str]]:
+        return self._handle.closes()
+
+    def close(self) -> None:
+        self._thread.call(self._handle.close)
+
+
+class _SenderThere(SenderHandle):
+    def __init__(self, thread: _GeventThread, handle: SenderHandle) -> None:
+        self._thread, self._handle = thread, handle
+        self.subprotocol = handle.subprotocol
+
+    def send(self, message: str | bytes) -> None:
+        self._thread.call(lambda: self._handle.send(message))
+
+    def recv(self, timeout: float) -> str | bytes:
+        message: str | bytes = self._thread.call(lambda: self._handle.recv(timeout))
+        return message
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        self._thread.call(lambda: self._handle.close(code, reason))
+
+
+class GeventDriver(Driver):
+    """The gevent transport, on a gevent hub of its own in a background thread."""
+
+    name = "gevent"
+
+    def __init__(self) -> None:
+        self._thread = _GeventThread()
+        self._driver = BlockingDriver(importlib.import_module("hyco_transports.gevent"), "gevent")
+
+    def open_listener(self, connection_string: str, spec: ListenerSpec) -> ListenerHandle:
+        handle = self._thread.call(lambda: self._driver.open_listener(connection_string, spec))
+        return _ListenerThere(self._thread, handle)
+
+    def connect(
+        self,
+        connection_string: str,
+        *,
+        subprotocols: Iterable[str] = (),
+        headers: Mapping[str, str] | None = None,
+        suffix: str = "",
+        query: str = "",
+        token_in_query: bool = False,
+    ) -> SenderHandle:
+        handle = self._thread.call(
+            lambda: self._driver.connect(
+                connection_string,
+                subprotocols=subprotocols,
+                headers=headers,
+                suffix=suffix,
+                query=query,
+                token_in_query=token_in_query,
+            )
+        )
+        return _SenderThere(self._thread, handle)
+
+    def close(self) -> None:
+        self._thread.stop()
+
+
 BUILTIN_DRIVERS = {
     "anyio": lambda: AnyioDriver("asyncio"),
     "anyio-trio": lambda: AnyioDriver("trio"),
     "sync": lambda: BlockingDriver(importlib.import_module("hyco_transports.sync"), "sync"),
-    "gevent": lambda: BlockingDriver(importlib.import_module("hyco_transports.gevent"), "gevent"),
+    "gevent": GeventDriver,
 }
 
 
@@ -385,7 +506,7 @@ def driver_for(name: str) -> Driver:
     if not attribute:
         known = ", ".join(BUILTIN_DRIVERS)
         raise ValueError(f"unknown transport {name!r}: use one of {known} or module:Driver")
-    factory = getattr(importlib.import_module(module_name), attribute)
+    factory: Callable[[], object] = getattr(importlib.import_module(module_name), attribute)
     driver = factory()
     if not isinstance(driver, Driver):
         raise TypeError(f"{name} did not make a hyco_conformance.driver.Driver")

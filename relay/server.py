@@ -279,6 +279,10 @@ class Relay:
                 await self._refuse(stream, http, request, refusal)
             except (_Abort, *STREAM_ERRORS):
                 return
+            except Exception:
+                # One connection's trouble (a peer gone mid-stream, a bug) ends that connection
+                # only; the relay serves on.
+                logger.exception("connection for %s ended by an error", redact_url(request.target))
 
     def _admit_client(self, remote: RemoteEndpoint | None) -> None:
         rate = self.config.connection_rate
@@ -682,7 +686,9 @@ class Relay:
         stats = self._entity_stats(namespace, entity)
         stats.requests += 1
         if rendezvous is not None and rendezvous.channel.state is not ChannelState.OPEN:
-            raise _Refusal(502, "The listener closed the connection serving this sender")
+            # The listener let this sender's rendezvous go: route the request afresh.
+            await rendezvous.release()
+            rendezvous = None
         listener = self._pick_listener(namespace, entity, request.headers)
         if listener is None and rendezvous is None:
             raise _Refusal(502, _no_listener(request.headers), code="EndpointNotFound")
@@ -788,8 +794,9 @@ class Relay:
         while isinstance(event, BodyPiece):
             stats.bytes_in += len(event.data)
             following = await _next_body_event(stream, http)
-            channel.send_body(event.data, final=isinstance(following, BodyEnd))
-            await rendezvous.flush()
+            if channel.state is ChannelState.OPEN:  # the listener may answer before reading all
+                channel.send_body(event.data, final=isinstance(following, BodyEnd))
+                await rendezvous.flush()
             event = following
         return rendezvous
 

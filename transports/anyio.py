@@ -24,7 +24,7 @@ import random
 import ssl
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from types import TracebackType
 from urllib.parse import urlsplit
@@ -153,7 +153,7 @@ async def _open(
                 continue
             channel.handle_timer(time.monotonic())
     except BaseException:
-        await stream.aclose()
+        await _close(stream)
         raise
 
 
@@ -184,9 +184,15 @@ async def _connect_stream(
                 standard_compatible=False,
             )
     except BaseException:
-        await stream.aclose()
+        await _close(stream)
         raise
     return stream
+
+
+async def _close(stream: anyio.abc.AsyncResource) -> None:
+    """Close a stream even while the closing task is being cancelled."""
+    with anyio.CancelScope(shield=True):
+        await stream.aclose()
 
 
 async def _token(provider: TokenProvider | None, resource: str) -> RelayToken | None:
@@ -273,11 +279,14 @@ class WebSocket:
         await self._socket.flush()
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close and wait until the peer has answered (or the close timeout has passed)."""
+        """Close and wait until the peer has answered (or the close timeout has passed).
+
+        Messages not read yet are dropped: the reader must be free to see the peer's answer.
+        """
+        self._messages.close()
         self._channel().close(code, reason, now=time.monotonic())
         await self._socket.flush()
         await self._done.wait()
-        self._messages.close()
 
     async def __aenter__(self) -> WebSocket:
         return self
@@ -318,7 +327,9 @@ class WebSocket:
                         else b"".join(p for p in parts if isinstance(p, bytes))
                     )
                     parts, size = [], 0
-                    await self._incoming.send(whole)
+                    # Closed locally: nobody will read it.
+                    with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        await self._incoming.send(whole)
             elif isinstance(event, ChannelClosed):
                 self._closed = event
 
@@ -328,8 +339,10 @@ class WebSocket:
             await self._socket.run(on_event)
         finally:
             self._incoming.close()
+            if not self._messages.statistics().current_buffer_used:
+                self._messages.close()  # nothing left to read: recv reports the close
             self._done.set()
-            await self._socket.stream.aclose()
+            await _close(self._socket.stream)
             self._socket.released.set()
 
 
@@ -387,8 +400,7 @@ async def connect(
             yield websocket
         finally:
             with anyio.CancelScope(shield=True):
-                if channel.state is ChannelState.OPEN:
-                    await websocket.close()
+                await websocket.close()  # idempotent: also releases what a peer's close left
 
 
 # -- listeners ---------------------------------------------------------------------------------
@@ -520,6 +532,8 @@ class Listener:
         self._work: anyio.abc.TaskGroup | None = None
         self._first_outcome = anyio.Event()
         self._closing = anyio.Event()
+        self._inline_in_flight = 0
+        self._inline_done = anyio.Event()
 
     @classmethod
     def from_connection_string(
@@ -557,12 +571,16 @@ class Listener:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool | None:
-        await self.close()
         assert self._tasks is not None
         try:
-            return await self._tasks.__aexit__(exc_type, exc, traceback)
+            with anyio.CancelScope(shield=True):
+                await self.close()
         finally:
-            self._connections.close()
+            try:
+                suppressed = await self._tasks.__aexit__(exc_type, exc, traceback)
+            finally:
+                self._connections.close()
+        return suppressed
 
     def __aiter__(self) -> AsyncIterator[WebSocket]:
         return self._connections.__aiter__()
@@ -579,6 +597,11 @@ class Listener:
         self._lifecycle.close()
         self._notify()
         self._accepted.close()
+        if self._inline_in_flight:
+            # Their answers go out on the control channel: keep it until they are sent.
+            self._inline_done = anyio.Event()
+            with anyio.move_on_after(60):
+                await self._inline_done.wait()
         while True:
             try:
                 unclaimed = self._connections.receive_nowait()
@@ -656,21 +679,25 @@ class Listener:
             else:
                 await self._on_control_event(event)
 
-        await socket.run(on_event)
-        await socket.stream.aclose()
+        try:
+            await socket.run(on_event)
+        finally:
+            await _close(socket.stream)
         return closed[0] if closed else None
 
     async def _on_control_event(self, event: Event) -> None:
         work = self._work
         assert work is not None
-        if isinstance(event, AcceptRequested):
-            work.start_soon(self._handle_accept, event.accept)
+        if self._closing.is_set() and isinstance(event, AcceptRequested | RequestReceived):
+            work.start_soon(_contained, self._decline, event)
+        elif isinstance(event, AcceptRequested):
+            work.start_soon(_contained, self._handle_accept, event.accept)
         elif isinstance(event, RequestReceived):
-            work.start_soon(self._answer_inline, event.request, event.body or b"")
+            work.start_soon(_contained, self._answer_inline, event.request, event.body or b"")
         elif isinstance(event, RendezvousRequested):
-            work.start_soon(self._serve_http_rendezvous, event.request)
+            work.start_soon(_contained, self._serve_http_rendezvous, event.request)
         elif isinstance(event, TokenRenewalDue):
-            work.start_soon(self._renew)
+            work.start_soon(_contained, self._renew)
         elif isinstance(event, UnknownContentIgnored):
             logger.debug("ignored %s from the relay %s", event.kind, event.fields)
 
@@ -696,9 +723,9 @@ class Listener:
 
     # -- accepting WebSockets ----------------------------------------------------------------
 
-    async def _handle_accept(self, accept: Accept) -> None:
-        context = AcceptContext(accept)
-        if self._accept_handler is not None:
+    async def _handle_accept(self, accept: Accept, *, decided: AcceptContext | None = None) -> None:
+        context = decided or AcceptContext(accept)
+        if decided is None and self._accept_handler is not None:
             try:
                 await self._accept_handler(context)
             except Exception:
@@ -717,7 +744,7 @@ class Listener:
                 socket, _, _ = await _open(
                     accept.address, channel, ssl_context=self._ssl_context, timeout=20.0
                 )
-                await socket.stream.aclose()
+                await _close(socket.stream)
                 return
             channel = accept_connection(
                 accept,
@@ -740,6 +767,7 @@ class Listener:
         assert work is not None
         work.start_soon(websocket._run, leftover)
         if self._connection_handler is not None:
+            code, reason = 1000, ""
             try:
                 await self._connection_handler(websocket)
             except ConnectionClosed as closed:
@@ -747,9 +775,10 @@ class Listener:
             except Exception:
                 # One connection's failure must not take the listener down.
                 logger.exception("the connection handler failed; closing with 1011")
-                await websocket.close(1011, "The listener failed")
-            else:
-                await websocket.close()
+                code, reason = 1011, "The listener failed"
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await websocket.close(code, reason)
             return
         try:
             await self._accepted.send(websocket)
@@ -758,7 +787,36 @@ class Listener:
 
     # -- HTTP --------------------------------------------------------------------------------
 
+    async def _decline(self, event: AcceptRequested | RequestReceived) -> None:
+        """Work announced while the listener closes is turned away with 503."""
+        if isinstance(event, AcceptRequested):
+            context = AcceptContext(event.accept)
+            context.reject(503, "The listener is closing")
+            await self._handle_accept(event.accept, decided=context)
+            return
+        control = self._control
+        if control is not None and control.channel.state is ChannelState.OPEN:
+            channel = control.channel
+            assert isinstance(channel, ControlChannel)
+            channel.send_response(
+                Response(
+                    request_id=event.request.id or "",
+                    status_code=503,
+                    status_description="The listener is closing",
+                ),
+            )
+            await control.flush()
+
     async def _answer_inline(self, request: Request, body: bytes) -> None:
+        self._inline_in_flight += 1
+        try:
+            await self._answer_inline_now(request, body)
+        finally:
+            self._inline_in_flight -= 1
+            if not self._inline_in_flight:
+                self._inline_done.set()
+
+    async def _answer_inline_now(self, request: Request, body: bytes) -> None:
         http_request = self._http_request(request, body=body)
         response = await self._respond(http_request)
         control = self._control
@@ -772,33 +830,31 @@ class Listener:
                 channel.send_response(head, response.body)
                 await control.flush()
             return
-        rendezvous = HttpRendezvous(
-            address=request.address, now=time.monotonic(), nonce=os.urandom(16), request=request
-        )
-        try:
-            socket, _, _ = await _open(
-                request.address, rendezvous, ssl_context=self._ssl_context, timeout=20.0
-            )
-        except HycoError as error:
-            logger.warning("could not open the response rendezvous: %s", error)
-            return
-        try:
-            await _send_response(socket, rendezvous, head, response.body)
-        finally:
-            await socket.release()
-            await socket.stream.aclose()
+        # Too large for the control channel: answer over a rendezvous, then keep serving the
+        # same sender's later requests on it, as the relay expects.
+        await self._serve_http_rendezvous(request, answer=(head, response.body))
 
-    async def _serve_http_rendezvous(self, announced: Request) -> None:
+    async def _serve_http_rendezvous(
+        self,
+        announced: Request,
+        *,
+        answer: tuple[Response, bytes | AsyncIterable[bytes]] | None = None,
+    ) -> None:
         rendezvous = HttpRendezvous(
-            address=announced.address, now=time.monotonic(), nonce=os.urandom(16)
+            address=announced.address,
+            now=time.monotonic(),
+            nonce=os.urandom(16),
+            request=announced if answer is not None else None,
         )
         try:
             socket, _, leftover = await _open(
                 announced.address, rendezvous, ssl_context=self._ssl_context, timeout=20.0
             )
         except HycoError as error:
-            logger.warning("could not open the request rendezvous: %s", error)
+            logger.warning("could not open the HTTP rendezvous: %s", error)
             return
+        if answer is not None:
+            await _send_response(socket, rendezvous, *answer)
         pieces: MemoryObjectSendStream[bytes] | None = None
         work = self._work
         assert work is not None
@@ -810,10 +866,14 @@ class Listener:
                 if event.body is None:
                     pieces, receiver = anyio.create_memory_object_stream[bytes](4)
                 http_request = self._http_request(event.request, body=event.body, pieces=receiver)
-                work.start_soon(self._answer_on_rendezvous, socket, event.request, http_request)
+                work.start_soon(
+                    _contained, self._answer_on_rendezvous, socket, event.request, http_request
+                )
             elif isinstance(event, RequestBodyReceived) and pieces is not None:
                 if event.data:
-                    await pieces.send(event.data)
+                    # The handler may have finished without reading it all: drop the rest.
+                    with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        await pieces.send(event.data)
                 if event.final:
                     pieces.close()
                     pieces = None
@@ -825,19 +885,22 @@ class Listener:
         finally:
             if pieces is not None:
                 pieces.close()
-            await socket.stream.aclose()
+            await _close(socket.stream)
 
     async def _answer_on_rendezvous(
         self, socket: ChannelSocket, request: Request, http_request: HttpRequest
     ) -> None:
         response = await self._respond(http_request)
-        if http_request._pieces is not None:
-            http_request._pieces.close()
         channel = socket.channel
         assert isinstance(channel, HttpRendezvous)
-        if channel.state is not ChannelState.OPEN:
-            return
-        await _send_response(socket, channel, _response_head(request, response), response.body)
+        try:
+            if channel.state is ChannelState.OPEN:
+                head = _response_head(request, response)
+                await _send_response(socket, channel, head, response.body)
+        finally:
+            # Only now: a streamed response may still be reading the request body.
+            if http_request._pieces is not None:
+                http_request._pieces.close()
 
     async def _respond(self, request: HttpRequest) -> HttpResponse:
         if self._request_handler is None:
@@ -884,28 +947,45 @@ def _response_head(request: Request, response: HttpResponse) -> Response:
     )
 
 
+async def _contained(function: Callable[..., Awaitable[None]], *args: object) -> None:
+    """Run one piece of a listener's work; its failure is logged, never the listener's end."""
+    try:
+        await function(*args)
+    except Exception:
+        logger.exception("a listener task failed; the listener carries on")
+
+
 async def _send_response(
     socket: ChannelSocket,
     channel: HttpRendezvous,
     head: Response,
     body: bytes | AsyncIterable[bytes],
 ) -> None:
-    channel.send_response(head)
-    await socket.flush()
-    if not head.body:
-        return
-    if isinstance(body, bytes):
-        for start in range(0, len(body), _RESPONSE_PIECE):
-            piece = body[start : start + _RESPONSE_PIECE]
-            channel.send_body(piece, final=start + _RESPONSE_PIECE >= len(body))
-            await socket.flush()
-        return
-    async for piece in body:
-        if piece:
-            channel.send_body(piece, final=False)
-            await socket.flush()
-    channel.send_body(b"", final=True)
-    await socket.flush()
+    """Send a response over a rendezvous. If the sender is gone or a streamed body fails, the
+    rendezvous is closed without the final frame, so the sender sees a cut, never a truncated
+    body that looks complete."""
+    try:
+        channel.send_response(head)
+        await socket.flush()
+        if not head.body:
+            return
+        if isinstance(body, bytes):
+            for start in range(0, len(body), _RESPONSE_PIECE):
+                piece = body[start : start + _RESPONSE_PIECE]
+                channel.send_body(piece, final=start + _RESPONSE_PIECE >= len(body))
+                await socket.flush()
+            return
+        async for piece in body:
+            if piece:
+                channel.send_body(piece, final=False)
+                await socket.flush()
+        channel.send_body(b"", final=True)
+        await socket.flush()
+    except LocalProtocolError:
+        logger.info("the HTTP rendezvous closed before the response was sent")
+    except Exception:
+        logger.exception("the response body failed; cutting the response")
+        await socket.release(1011, "The response failed")
 
 
 def _monotonic_expiry(token: RelayToken | None) -> float | None:

@@ -1,0 +1,202 @@
+"""TCP forwarding through the relay: ``hyco expose`` on one side, ``hyco forward`` on the other.
+
+The listener side exposes named local targets (an allowlist: nothing else is reachable). The
+sender side binds a local port, or uses stdin/stdout (for ``ssh -o ProxyCommand``), and carries
+each TCP connection over its own relayed WebSocket, addressed by the target's name as the path
+suffix. Bytes travel as binary messages; an empty binary message means "no more data this way"
+(a TCP half-close), and the connection ends when both ways are done.
+
+The listener connects to the target before it accepts the sender, so an unknown target (404) or
+one that refuses (502) fails the sender's connect with that status and a readable reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import anyio
+import anyio.abc
+from anyio.streams.stapled import StapledByteStream
+
+from hyco_core import ConnectionClosed, HycoError
+from hyco_transports.anyio import AcceptContext, Listener, WebSocket, connect
+
+__all__ = [
+    "Target",
+    "expose",
+    "forward",
+    "forward_stdio",
+    "parse_target",
+    "pipe",
+]
+
+logger = logging.getLogger("hyco.forward")
+
+_PIECE = 64 * 1024
+_END = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A local service the listener side may reach: ``name=host:port``."""
+
+    name: str
+    host: str
+    port: int
+
+
+def parse_target(text: str) -> Target:
+    """``name=host:port`` (or ``host:port``, named ``host-port``)."""
+    name, _, address = text.rpartition("=")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"a target is name=host:port, not {text!r}")
+    host = host.strip("[]")
+    name = name or f"{host}-{port}"
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ValueError(f"a target name uses letters, digits, '-', '_' and '.', not {name!r}")
+    return Target(name, host, int(port))
+
+
+async def pipe(websocket: WebSocket, stream: anyio.abc.ByteStream) -> tuple[int, int]:
+    """Carry bytes both ways until both are finished; return (bytes up, bytes down)."""
+    counts = [0, 0]
+
+    async def upstream() -> None:
+        try:
+            while True:
+                try:
+                    data = await stream.receive(_PIECE)
+                except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    break
+                counts[0] += len(data)
+                await websocket.send(data)
+            await websocket.send(_END)
+        except ConnectionClosed:
+            return
+
+    async def downstream() -> None:
+        try:
+            async for message in websocket:
+                if isinstance(message, str):
+                    await websocket.close(1003, "forwarding carries binary messages only")
+                    return
+                if message == _END:
+                    await _send_eof(stream)
+                    return
+                counts[1] += len(message)
+                await stream.send(message)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await websocket.close(1011, "the local connection broke")
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(upstream)
+        tasks.start_soon(downstream)
+    return counts[0], counts[1]
+
+
+async def _send_eof(stream: anyio.abc.ByteStream) -> None:
+    try:
+        await stream.send_eof()
+    except (NotImplementedError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+        await stream.aclose()
+
+
+async def expose(
+    connection_string: str,
+    targets: Mapping[str, Target] | list[Target],
+    *,
+    connect_timeout: float = 10.0,
+) -> None:
+    """Serve the targets through the hybrid connection until cancelled."""
+    allowed = targets if isinstance(targets, Mapping) else {t.name: t for t in targets}
+    pending: dict[str, anyio.abc.SocketStream] = {}
+
+    async def decide(context: AcceptContext) -> None:
+        name = context.suffix.strip("/")
+        target = allowed.get(name)
+        if target is None:
+            known = ", ".join(sorted(allowed)) or "none"
+            context.reject(404, f"Unknown target {name!r}; this side exposes: {known}")
+            return
+        try:
+            with anyio.fail_after(connect_timeout):
+                pending[context.accept_message.id] = await anyio.connect_tcp(
+                    target.host, target.port
+                )
+        except (OSError, TimeoutError) as error:
+            context.reject(502, f"Target {name!r} refused the connection: {error}")
+            return
+        context.accept()
+
+    async def serve(websocket: WebSocket) -> None:
+        assert websocket.accept is not None
+        stream = pending.pop(websocket.accept.id)
+        async with stream:
+            up, down = await pipe(websocket, stream)
+        logger.info("forwarded %d bytes in, %d bytes out", up, down)
+
+    async with Listener.from_connection_string(
+        connection_string, accept_handler=decide, connection_handler=serve
+    ):
+        names = ", ".join(f"{t.name} -> {t.host}:{t.port}" for t in allowed.values())
+        logger.warning("exposing %s", names)
+        await anyio.sleep_forever()
+
+
+async def forward(
+    connection_string: str,
+    target: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept local TCP connections on ``host:port`` and carry each to ``target``."""
+
+    async def carry(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            try:
+                async with connect(connection_string, suffix=target) as websocket:
+                    await pipe(websocket, stream)
+            except HycoError as error:
+                logger.error("cannot reach %r through the relay: %s", target, error)
+
+    listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    async with listener:
+        bound = int(listener.extra(anyio.abc.SocketAttribute.local_port))
+        task_status.started(bound)
+        await listener.serve(carry)
+
+
+async def forward_stdio(connection_string: str, target: str) -> None:
+    """Carry stdin and stdout to ``target`` (for ``ssh -o ProxyCommand``)."""
+    stdin = anyio.wrap_file(sys.stdin.buffer)
+    stdout = anyio.wrap_file(sys.stdout.buffer)
+
+    class _Stdin(anyio.abc.ByteReceiveStream):
+        async def receive(self, max_bytes: int = _PIECE) -> bytes:
+            data = await stdin.read1(max_bytes)
+            if not data:
+                raise anyio.EndOfStream
+            return data
+
+        async def aclose(self) -> None:
+            await stdin.aclose()
+
+    class _Stdout(anyio.abc.ByteSendStream):
+        async def send(self, item: bytes) -> None:
+            await stdout.write(item)
+            await stdout.flush()
+
+        async def send_eof(self) -> None:
+            await stdout.aclose()
+
+        async def aclose(self) -> None:
+            await stdout.aclose()
+
+    async with connect(connection_string, suffix=target) as websocket:
+        await pipe(websocket, StapledByteStream(_Stdout(), _Stdin()))

@@ -1,0 +1,1 @@
+"""ASGI applications the ASGI adapter's tests serve through the local relay."""

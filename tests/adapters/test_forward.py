@@ -1,0 +1,216 @@
+"""TCP forwarding through the relay: expose on one side, forward on the other."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import anyio.abc
+import pytest
+
+from hyco_adapters.forward import Target, expose, forward, parse_target
+from hyco_core import EndpointNotFoundError, RelayServerError
+from hyco_relay.config import default_config
+from hyco_relay.server import Relay, serve_relay
+from hyco_transports.anyio import connect
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def hashing_service(stream: anyio.abc.SocketStream) -> None:
+    """Reads until the client half-closes, then answers with the SHA-256 of what it read."""
+    async with stream:
+        digest = hashlib.sha256()
+        async for data in stream:
+            digest.update(data)
+        await stream.send(digest.hexdigest().encode())
+
+
+async def line_service(stream: anyio.abc.SocketStream) -> None:
+    """A chatty line protocol, like an SSH session: a banner, then one answer per line."""
+    async with stream:
+        await stream.send(b"SSH-2.0-hyco-test\r\n")
+        buffer = b""
+        async for data in stream:
+            buffer += data
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                await stream.send(b"echo: " + line.upper() + b"\n")
+
+
+@asynccontextmanager
+async def tcp_service(handler: object) -> AsyncIterator[int]:
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    async with listener, anyio.create_task_group() as tasks:
+        tasks.start_soon(listener.serve, handler)  # type: ignore[arg-type]
+        yield int(listener.extra(anyio.abc.SocketAttribute.local_port))
+        tasks.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def forwarding(relay: Relay, targets: list[Target], name: str) -> AsyncIterator[int]:
+    cs = relay.connection_string()
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(expose, cs, targets)
+        while relay.listener_count("localhost", "hyco") == 0:
+            await anyio.sleep(0.01)
+        port = await tasks.start(lambda task_status: forward(cs, name, task_status=task_status))
+        yield port
+        tasks.cancel_scope.cancel()
+
+
+async def test_many_parallel_connections_with_megabytes_each_arrive_intact() -> None:
+    async with (
+        serve_relay(default_config(port=0)) as relay,
+        tcp_service(hashing_service) as service,
+        forwarding(relay, [Target("hash", "127.0.0.1", service)], "hash") as port,
+    ):
+        failures: list[str] = []
+
+        async def one(index: int) -> None:
+            payload = os.urandom(1024 * 1024 + index)
+            async with await anyio.connect_tcp("127.0.0.1", port) as client:
+                for start in range(0, len(payload), 100_000):
+                    await client.send(payload[start : start + 100_000])
+                await client.send_eof()  # half-close: the service answers after EOF
+                answer = b""
+                async for data in client:
+                    answer += data
+            if answer.decode() != hashlib.sha256(payload).hexdigest():
+                failures.append(f"connection {index}: digest differs")
+
+        async with anyio.create_task_group() as tasks:
+            for index in range(24):
+                tasks.start_soon(one, index)
+        assert not failures
+
+        big = os.urandom(16 * 1024 * 1024)
+        async with await anyio.connect_tcp("127.0.0.1", port) as client:
+            await client.send(big)
+            await client.send_eof()
+            answer = b"".join([data async for data in client])
+        assert answer.decode() == hashlib.sha256(big).hexdigest()
+
+
+async def test_unknown_and_refusing_targets_fail_clearly() -> None:
+    closed_port = 1  # nothing listens on port 1 on a test machine
+    targets = [Target("down", "127.0.0.1", closed_port)]
+    async with serve_relay(default_config(port=0)) as relay, anyio.create_task_group() as tasks:
+        cs = relay.connection_string()
+        tasks.start_soon(expose, cs, targets)
+        while relay.listener_count("localhost", "hyco") == 0:
+            await anyio.sleep(0.01)
+        with pytest.raises(EndpointNotFoundError) as unknown:
+            async with connect(cs, suffix="nope"):
+                pass
+        assert "Unknown target 'nope'; this side exposes: down" in str(unknown.value)
+        with pytest.raises(RelayServerError) as refused:
+            async with connect(cs, suffix="down"):
+                pass
+        assert refused.value.status_code == 502
+        assert "refused the connection" in str(refused.value)
+        tasks.cancel_scope.cancel()
+
+
+def test_target_syntax() -> None:
+    assert parse_target("ssh=127.0.0.1:22") == Target("ssh", "127.0.0.1", 22)
+    assert parse_target("db.local:5432") == Target("db.local-5432", "db.local", 5432)
+    assert parse_target("v6=[::1]:8080") == Target("v6", "::1", 8080)
+    for bad in ("ssh=host", "ssh=host:0", "bad name=h:1", "h:99999"):
+        with pytest.raises(ValueError, match="target"):
+            parse_target(bad)
+
+
+HYCO = [sys.executable, "-m", "hyco_adapters.cli"]
+
+
+def test_an_ssh_style_session_through_the_command_line() -> None:
+    """hyco relay, hyco expose and hyco forward as separate processes, as a user runs them."""
+
+    async def scenario() -> None:
+        async with tcp_service(line_service) as service:
+            relay = await anyio.open_process([*HYCO, "relay", "--port", "0"])
+            try:
+                assert relay.stdout is not None
+                head = b""
+                while head.count(b"\n") < 4:
+                    head += await relay.stdout.receive()
+                cs = head.decode().splitlines()[3].split("listener: ", 1)[1].strip()
+                env = {**os.environ, "HYCO_CONNECTION_STRING": cs}
+                exposing = await anyio.open_process(
+                    [*HYCO, "expose", "--target", f"ssh=127.0.0.1:{service}"], env=env
+                )
+                try:
+                    stdio = await _stdio_session(env)
+                    assert stdio.startswith(b"SSH-2.0-hyco-test\r\n")
+                    assert b"echo: HELLO\n" in stdio
+                    forwarding = await anyio.open_process(
+                        [*HYCO, "forward", "--target", "ssh", "--bind", "127.0.0.1:0"], env=env
+                    )
+                    try:
+                        assert forwarding.stdout is not None
+                        line = (await forwarding.stdout.receive()).decode()
+                        port = int(line.split()[1].rsplit(":", 1)[1])
+                        async with await anyio.connect_tcp("127.0.0.1", port) as client:
+                            assert (await client.receive()).startswith(b"SSH-2.0")
+                            await client.send(b"whoami\n")
+                            assert await client.receive() == b"echo: WHOAMI\n"
+                    finally:
+                        forwarding.terminate()
+                        await forwarding.wait()
+                finally:
+                    exposing.terminate()
+                    await exposing.wait()
+            finally:
+                relay.send_signal(signal.SIGINT)
+                await relay.wait()
+                await relay.aclose()
+
+    anyio.run(scenario)
+
+
+async def _stdio_session(env: dict[str, str]) -> bytes:
+    """``hyco forward --stdio`` as ssh's ProxyCommand would run it: a line in, answers out."""
+    deadline = anyio.current_time() + 20
+    while True:
+        result = await anyio.run_process(
+            [*HYCO, "forward", "--target", "ssh", "--stdio"],
+            input=b"hello\n",
+            env=env,
+            check=False,
+        )
+        if (result.returncode == 0 and result.stdout) or anyio.current_time() > deadline:
+            return result.stdout
+        await anyio.sleep(0.2)  # the exposing side may still be connecting
+
+
+def test_cli_refuses_bad_forwarding_arguments() -> None:
+    env = {**os.environ, "HYCO_CONNECTION_STRING": "Endpoint=sb://127.0.0.1:1/;EntityPath=x"}
+    bad_target = subprocess.run(  # noqa: S603 - our own command
+        [*HYCO, "expose", "--target", "nonsense"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert bad_target.returncode == 2
+    assert "name=host:port" in bad_target.stderr
+    bad_bind = subprocess.run(  # noqa: S603 - our own command
+        [*HYCO, "forward", "--target", "x", "--bind", "here"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert bad_bind.returncode == 2

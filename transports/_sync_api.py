@@ -1,0 +1,1000 @@
+"""The blocking hyco API, written once for :mod:`hyco_transports.sync` and ``.gevent``.
+
+Senders, listeners and HTTP as in :mod:`hyco_transports.anyio`, with plain calls instead of
+``await``: each public module binds these classes to its :class:`~._sync_io.Backend` (threads
+or greenlets). All protocol decisions are the kernel's; this module starts one reader worker
+per socket, a worker per accepted connection and per HTTP exchange, and hands out messages
+with backpressure.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import ssl
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, ParamSpec, TypeVar
+
+from hyco_core import (
+    HOP_BY_HOP_HEADERS,
+    INLINE_BODY_LIMIT,
+    Accept,
+    AcceptRequested,
+    AuthorizationError,
+    ChannelClosed,
+    ChannelConfig,
+    ChannelState,
+    ConnectionClosed,
+    ConnectionLostError,
+    ControlChannel,
+    Event,
+    Headers,
+    HttpRendezvous,
+    HycoError,
+    KeepAlive,
+    ListenerLifecycle,
+    ListenerStatus,
+    ListenerStatusChanged,
+    LocalProtocolError,
+    MessageReceived,
+    Opened,
+    Phase,
+    RelayedWebSocket,
+    RemoteEndpoint,
+    RendezvousRequested,
+    Request,
+    RequestBodyReceived,
+    RequestReceived,
+    Response,
+    TokenRenewalDue,
+    UnknownContentIgnored,
+    WebSocketChannel,
+    accept_connection,
+    create_relay_listen_uri,
+    create_relay_send_uri,
+    parse_relay_url,
+    reason_phrase,
+    reject_connection,
+)
+from hyco_core.timing import Backoff
+
+from ._sync_io import (
+    Backend,
+    Mailbox,
+    Pump,
+    Worker,
+    fetch_token,
+    monotonic_expiry,
+    open_channel,
+)
+from .auth import RelayEndpoint, RelayToken
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "AcceptContext",
+    "AcceptHandler",
+    "ConnectionHandler",
+    "Connector",
+    "HttpRequest",
+    "HttpResponse",
+    "Listener",
+    "RequestHandler",
+    "StatusHandler",
+    "WebSocket",
+]
+
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+_RESPONSE_PIECE = 64 * 1024
+_CLOSE_TIMEOUT = 10.0
+_RENDEZVOUS_TIMEOUT = 20.0
+_CONTROL_TIMEOUT = 70.0
+# How long leaving a listener waits for HTTP answers still under way: the relay itself gives
+# up on a request after 60 s.
+_DRAIN_TIMEOUT = 60.0
+_ABORT_WAIT = 5.0
+_GOING_AWAY = "The listener closed"
+
+P = ParamSpec("P")
+L = TypeVar("L", bound="Listener")
+
+
+# -- relayed WebSockets ------------------------------------------------------------------------
+
+
+class WebSocket:
+    """An end-to-end WebSocket through the relay: a sender's, or one a listener accepted.
+
+    ``recv`` returns whole messages (``str`` for text, ``bytes`` for binary); a slow reader slows
+    the peer down. Iterating yields messages until the connection closes normally. Any worker
+    may send while another receives.
+    """
+
+    def __init__(
+        self,
+        pump: Pump[RelayedWebSocket],
+        opened: Opened,
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        accept: Accept | None = None,
+    ) -> None:
+        self._pump = pump
+        self.subprotocol = opened.subprotocol
+        self.accept = accept
+        self._max_message_size = max_message_size
+        self._messages: Mailbox[str | bytes] = Mailbox(pump.backend, 4)
+        self._closed: ChannelClosed | None = None
+
+    def __repr__(self) -> str:
+        return f"<WebSocket {self._pump.channel.state.value}>"
+
+    @property
+    def close_code(self) -> int | None:
+        return self._closed.code if self._closed else None
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._closed.reason if self._closed else None
+
+    def send(self, data: str | bytes) -> None:
+        """Send one text (``str``) or binary message; returns once it is written."""
+        try:
+            self._pump.call(lambda channel: channel.send_message(data))
+        except LocalProtocolError:
+            raise self._closed_error() from None
+
+    def recv(self, timeout: float | None = None) -> str | bytes:
+        """The next whole message.
+
+        Raises :class:`~hyco_core.ConnectionClosed` once closed, ``TimeoutError`` when nothing
+        arrived within ``timeout`` seconds.
+        """
+        message = self._messages.get(timeout)
+        if message is None:
+            # Closed here while the close handshake may still run: report its outcome.
+            self._pump.done.wait(_CLOSE_TIMEOUT)
+            raise self._closed_error()
+        return message
+
+    def __iter__(self) -> Iterator[str | bytes]:
+        while True:
+            try:
+                yield self.recv()
+            except ConnectionClosed as closed:
+                if closed.code in (1000, 1001) and closed.__cause__ is None:
+                    return
+                raise
+
+    def ping(self, payload: bytes = b"") -> None:
+        try:
+            self._pump.call(lambda channel: channel.ping(payload))
+        except LocalProtocolError:
+            raise self._closed_error() from None
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close and wait until the peer has answered (or the close timeout has passed)."""
+        self._begin_close(code, reason)
+        if not self._pump.done.wait(_CLOSE_TIMEOUT):
+            self._pump.expire()
+            self._pump.done.wait(_CLOSE_TIMEOUT)
+
+    def __enter__(self) -> WebSocket:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _begin_close(self, code: int, reason: str) -> None:
+        self._pump.call(lambda channel: channel.close(code, reason, now=time.monotonic()))
+        # Unblocks a reader waiting for room, so that it can read the peer's answer.
+        self._messages.discard()
+
+    def _closed_error(self) -> ConnectionClosed:
+        closed = self._closed
+        error = ConnectionClosed(closed.code if closed else 1006, closed.reason if closed else "")
+        if closed is not None and closed.error is not None:
+            error.__cause__ = closed.error
+        return error
+
+    def _start(self, leftover: list[Event]) -> Worker:
+        return self._pump.backend.spawn(lambda: self._run(leftover), "hyco-websocket")
+
+    def _run(self, leftover: list[Event]) -> None:
+        """The reader: feeds the kernel, assembles messages, queues them."""
+        parts: list[str | bytes] = []
+        size = 0
+
+        def on_event(event: Event) -> None:
+            nonlocal parts, size
+            if isinstance(event, MessageReceived):
+                parts.append(event.data)
+                size += len(event.data)
+                if size > self._max_message_size:
+                    self._pump.call(_closer(1009, "message too big"), wait=False)
+                    parts, size = [], 0
+                    return
+                if event.final:
+                    whole = (
+                        "".join(p for p in parts if isinstance(p, str))
+                        if isinstance(parts[0], str)
+                        else b"".join(p for p in parts if isinstance(p, bytes))
+                    )
+                    parts, size = [], 0
+                    self._messages.put(whole)
+            elif isinstance(event, ChannelClosed):
+                self._closed = event
+
+        try:
+            self._pump.run(on_event, leftover)
+        finally:
+            self._messages.close()
+
+
+class Connector:
+    """``connect`` bound to a backend."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    @contextmanager
+    def connect(
+        self,
+        target: str | RelayEndpoint,
+        *,
+        path: str | None = None,
+        suffix: str = "",
+        query: str = "",
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+        subprotocols: Iterable[str] = (),
+        token_in_query: bool = False,
+        tracking_id: str | None = None,
+        connect_timeout: float = 70.0,
+        ssl_context: ssl.SSLContext | None = None,
+        keepalive: KeepAlive | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> Iterator[WebSocket]:
+        """Open a sender's WebSocket to a hybrid connection (a connection string or an endpoint).
+
+        A refusal raises its typed error (``RejectedError`` with the listener's status, ...,
+        each with the relay's tracking id). The connection is closed when the block ends.
+        """
+        backend = self._backend
+        endpoint = (
+            RelayEndpoint.from_connection_string(target, path=path)
+            if isinstance(target, str)
+            else target
+        )
+        token = fetch_token(backend, endpoint.token_provider, endpoint.resource)
+        url = create_relay_send_uri(
+            endpoint.namespace,
+            endpoint.path,
+            token.token if token and token_in_query else None,
+            tracking_id,
+            suffix=suffix,
+            query=query,
+            secure=endpoint.secure,
+        )
+        extra = list(Headers(headers).items())
+        if token and not token_in_query:
+            extra.insert(0, ("ServiceBusAuthorization", token.token))
+        channel = RelayedWebSocket(
+            url=url,
+            now=time.monotonic(),
+            nonce=os.urandom(16),
+            subprotocols=list(subprotocols),
+            headers=extra,
+            config=ChannelConfig(
+                handshake_timeout=connect_timeout,
+                close_timeout=_CLOSE_TIMEOUT,
+                keepalive=keepalive or KeepAlive(),
+            ),
+        )
+        pump, opened, leftover = open_channel(
+            backend, url, channel, ssl_context=ssl_context, timeout=connect_timeout
+        )
+        assert opened is not None
+        websocket = WebSocket(pump, opened, max_message_size=max_message_size)
+        reader = websocket._start(leftover)
+        try:
+            yield websocket
+        finally:
+            websocket.close()
+            reader.join(_CLOSE_TIMEOUT)
+
+
+# -- listeners ---------------------------------------------------------------------------------
+
+
+class AcceptContext:
+    """A sender waiting to be accepted: look at it, then :meth:`accept` or :meth:`reject`.
+
+    An accept handler that returns without deciding accepts; one that raises rejects with 502.
+    """
+
+    def __init__(self, accept: Accept) -> None:
+        self.accept_message = accept
+        url = parse_relay_url(accept.address)
+        self.headers: Headers = accept.connect_headers
+        self.suffix = url.suffix
+        self.query = url.query
+        self.remote_endpoint: RemoteEndpoint | None = accept.remote_endpoint
+        self.subprotocols = tuple(
+            item.strip()
+            for item in accept.connect_headers.get("sec-websocket-protocol", "").split(",")
+            if item.strip()
+        )
+        self.subprotocol: str | None = None
+        self.rejection: tuple[int, str] | None = None
+
+    def __repr__(self) -> str:
+        return f"<AcceptContext suffix={self.suffix!r} query={self.query!r}>"
+
+    def accept(self, subprotocol: str | None = None) -> None:
+        if subprotocol is not None and subprotocol not in self.subprotocols:
+            raise LocalProtocolError(f"the sender did not offer subprotocol {subprotocol!r}")
+        self.subprotocol = subprotocol
+        self.rejection = None
+
+    def reject(self, status_code: int = 400, description: str = "Rejected by user code") -> None:
+        self.rejection = (status_code, description)
+
+
+@dataclass
+class HttpRequest:
+    """An HTTP request a sender made through the relay.
+
+    ``path`` is the part after the hybrid connection's name (``/`` at least); ``deadline`` is the
+    monotonic time by which the relay wants the answer (60 s after arrival).
+    """
+
+    method: str
+    target: str
+    path: str
+    query: str
+    headers: Headers
+    remote_endpoint: RemoteEndpoint | None
+    deadline: float
+    _body: bytes | None = field(default=None, repr=False)
+    _pieces: Mailbox[bytes] | None = field(default=None, repr=False)
+
+    def time_left(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def stream(self) -> Iterator[bytes]:
+        """The body, piece by piece, as it arrives.
+
+        Raises :class:`~hyco_core.ConnectionLostError` when the sender's body was cut off.
+        """
+        if self._body is not None:
+            if self._body:
+                yield self._body
+            return
+        pieces = self._pieces
+        if pieces is None:
+            return
+        while (piece := pieces.get()) is not None:
+            yield piece
+        if not pieces.complete:
+            raise ConnectionLostError("the request body was cut off")
+
+    def body(self) -> bytes:
+        return b"".join(self.stream())
+
+
+@dataclass
+class HttpResponse:
+    """A handler's answer. ``body`` may be bytes or an iterable of bytes (streamed)."""
+
+    status: int = 200
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] = ()
+    body: bytes | Iterable[bytes] = b""
+    reason: str | None = None
+
+
+AcceptHandler = Callable[[AcceptContext], object]
+ConnectionHandler = Callable[[WebSocket], object]
+RequestHandler = Callable[[HttpRequest], HttpResponse]
+StatusHandler = Callable[[ListenerStatusChanged], object]
+
+
+class Listener:
+    """A listener on one hybrid connection: stays online, accepts WebSockets, answers HTTP.
+
+    Opening (``with``) fails fast with a typed error (bad token, unknown entity, ...). Once
+    online, any loss is retried on the backoff schedule until the hybrid connection is gone or
+    the listener is closed; ``on_status`` hears every ``connecting`` / ``online`` / ``offline``
+    / ``closed``. Handlers are plain callables, each called in a worker of its own.
+
+    Leaving the ``with`` block closes the listener: no new work is taken, HTTP answers under
+    way are completed, connections still open are closed with 1001 (going away), and every
+    worker is joined.
+    """
+
+    _backend: ClassVar[Backend]
+
+    def __init__(
+        self,
+        endpoint: RelayEndpoint,
+        *,
+        accept_handler: AcceptHandler | None = None,
+        connection_handler: ConnectionHandler | None = None,
+        request_handler: RequestHandler | None = None,
+        on_status: StatusHandler | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        backoff: Backoff | None = None,
+        keepalive: KeepAlive | None = None,
+        tracking_id: str | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        accept_queue: int = 16,
+    ) -> None:
+        backend = self._backend
+        self.endpoint = endpoint
+        self._accept_handler = accept_handler
+        self._connection_handler = connection_handler
+        self._request_handler = request_handler
+        self._on_status = on_status
+        self._ssl_context = ssl_context
+        self._keepalive = keepalive or KeepAlive()
+        self.tracking_id = tracking_id or str(uuid.uuid4())
+        self._max_message_size = max_message_size
+        self._lifecycle = ListenerLifecycle(backoff or Backoff(jitter=0.1))
+        self._accepted: Mailbox[WebSocket] = Mailbox(backend, accept_queue)
+        self._lock = backend.lock()
+        self._control: Pump[ControlChannel] | None = None
+        self._workers: list[Worker] = []
+        self._websockets: set[WebSocket] = set()
+        self._rendezvous: set[Pump[HttpRendezvous]] = set()
+        self._first_outcome = backend.signal()
+        self._closing = backend.signal()
+        self._leaving = False
+        self._inline_requests = 0
+
+    @classmethod
+    def from_connection_string(
+        cls: type[L], connection_string: str, *, path: str | None = None, **options: Any
+    ) -> L:
+        endpoint = RelayEndpoint.from_connection_string(connection_string, path=path)
+        return cls(endpoint, **options)
+
+    def __repr__(self) -> str:
+        return f"<Listener {self.endpoint.namespace}/{self.endpoint.path} {self.status.value}>"
+
+    @property
+    def status(self) -> ListenerStatus:
+        return self._lifecycle.status
+
+    @property
+    def last_error(self) -> HycoError | None:
+        return self._lifecycle.last_error
+
+    def __enter__(self: L) -> L:
+        self._spawn(self._run)
+        self._first_outcome.wait()
+        if self.status is not ListenerStatus.ONLINE:
+            self._join_all(time.monotonic() + _ABORT_WAIT)
+            self._notify()
+            raise self.last_error or ConnectionLostError("the listener could not open")
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+        with self._lock:
+            self._leaving = True
+            websockets = list(self._websockets)
+        for websocket in [*self._accepted.discard(), *websockets]:
+            self._say_goodbye(websocket)
+        self._retire_idle_rendezvous()
+        if not self._join_all(time.monotonic() + _DRAIN_TIMEOUT):
+            self._backend.logger.warning("listener work still under way; dropping connections")
+            with self._lock:
+                pumps: list[Pump[Any]] = [ws._pump for ws in self._websockets]
+                pumps += self._rendezvous
+                if self._control is not None:
+                    pumps.append(self._control)
+            for pump in pumps:
+                pump.abort()
+            if not self._join_all(time.monotonic() + _ABORT_WAIT):
+                self._backend.logger.warning("some listener handlers did not return")
+        self._notify()
+
+    def __iter__(self) -> Iterator[WebSocket]:
+        while (websocket := self._accepted.get()) is not None:
+            yield websocket
+
+    def accept(self, timeout: float | None = None) -> WebSocket:
+        """The next accepted connection (when no connection handler is set).
+
+        Raises ``TimeoutError`` after ``timeout`` seconds, and
+        :class:`~hyco_core.ConnectionClosed` (code 1001) once the listener is closed.
+        """
+        websocket = self._accepted.get(timeout)
+        if websocket is None:
+            error = ConnectionClosed(1001, "the listener is closed")
+            error.__cause__ = self.last_error
+            raise error
+        return websocket
+
+    def close(self) -> None:
+        """Go offline: no new connections; in-flight responses and connections continue.
+
+        Work the relay still announces is declined with 503. The control channel stays open
+        until the requests that arrived on it are answered, as their answers travel on it.
+        """
+        with self._lock:
+            if self._closing.is_set():
+                return
+            self._closing.set()
+            self._lifecycle.close()
+            control = self._control
+            drained = self._inline_requests == 0
+        for unclaimed in self._accepted.discard():
+            self._say_goodbye(unclaimed)
+        if control is not None and drained:
+            control.call(_closer(1000, "listener closed"))
+        self._retire_idle_rendezvous()
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def _spawn(self, function: Callable[P, object], *args: P.args, **kwargs: P.kwargs) -> None:
+        logger = self._backend.logger
+
+        def work() -> None:
+            try:
+                function(*args, **kwargs)
+            except Exception:
+                logger.exception("a listener worker failed")
+
+        with self._lock:
+            self._workers = [worker for worker in self._workers if worker.is_alive()]
+            self._workers.append(self._backend.spawn(work, "hyco-listener"))
+
+    def _join_all(self, deadline: float) -> bool:
+        """Wait until every worker has finished; ``False`` when ``deadline`` passed first."""
+        while True:
+            with self._lock:
+                self._workers = [worker for worker in self._workers if worker.is_alive()]
+                workers = list(self._workers)
+            if not workers:
+                return True
+            for worker in workers:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                worker.join(remaining)
+
+    # -- the control channel -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._stay_online()
+        finally:
+            self._first_outcome.set()
+            self._accepted.close()
+            self._notify()
+
+    def _stay_online(self) -> None:
+        logger = self._backend.logger
+        while True:
+            with self._lock:
+                if self._closing.is_set():
+                    return
+                self._lifecycle.connecting()
+            self._notify()
+            error: HycoError
+            try:
+                control, leftover = self._open_control()
+            except HycoError as failure:
+                error = failure
+            else:
+                with self._lock:
+                    closing = self._closing.is_set()
+                    if not closing:
+                        self._control = control
+                        self._lifecycle.online()
+                if closing:
+                    control.close_socket()
+                    return
+                self._notify()
+                self._first_outcome.set()
+                closed = self._serve_control(control, leftover)
+                with self._lock:
+                    self._control = None
+                if self._closing.is_set():
+                    return
+                error = (closed.error if closed else None) or ConnectionLostError(
+                    "the relay closed the control channel"
+                )
+            with self._lock:
+                delay = self._lifecycle.lost(error, random_fraction=random.random())  # noqa: S311
+            self._notify()
+            if delay is None:
+                return
+            logger.warning("listener offline (%s); reconnecting in %.1f s", error, delay)
+            self._closing.wait(delay)
+
+    def _open_control(self) -> tuple[Pump[ControlChannel], list[Event]]:
+        token = self._token()
+        url = create_relay_listen_uri(
+            self.endpoint.namespace,
+            self.endpoint.path,
+            tracking_id=self.tracking_id,
+            secure=self.endpoint.secure,
+        )
+        channel = ControlChannel(
+            url=url,
+            now=time.monotonic(),
+            nonce=os.urandom(16),
+            token=token.token if token else None,
+            token_expires_at=monotonic_expiry(token),
+            config=ChannelConfig(close_timeout=_CLOSE_TIMEOUT, keepalive=self._keepalive),
+        )
+        pump, _opened, leftover = open_channel(
+            self._backend, url, channel, ssl_context=self._ssl_context, timeout=_CONTROL_TIMEOUT
+        )
+        return pump, leftover
+
+    def _token(self) -> RelayToken | None:
+        try:
+            return fetch_token(self._backend, self.endpoint.token_provider, self.endpoint.resource)
+        except HycoError:
+            raise
+        except Exception as error:
+            raise AuthorizationError(
+                f"the token provider failed ({type(error).__name__})"
+            ) from error
+
+    def _serve_control(
+        self, control: Pump[ControlChannel], leftover: list[Event]
+    ) -> ChannelClosed | None:
+        closed: list[ChannelClosed] = []
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, ChannelClosed):
+                closed.append(event)
+            elif isinstance(event, AcceptRequested):
+                self._spawn(self._handle_accept, event.accept, self._closing.is_set())
+            elif isinstance(event, RequestReceived):
+                with self._lock:
+                    self._inline_requests += 1
+                    late = self._closing.is_set()
+                request, body = event.request, event.body or b""
+                self._spawn(self._answer_inline, control, request, body, late)
+            elif isinstance(event, RendezvousRequested):
+                self._spawn(self._serve_rendezvous, event.request.address)
+            elif isinstance(event, TokenRenewalDue):
+                control.hurry = True  # set before the renewal starts, cleared as it lands
+                self._spawn(self._renew, control)
+            elif isinstance(event, UnknownContentIgnored):
+                self._backend.logger.debug("ignored %s from the relay %s", event.kind, event.fields)
+
+        control.run(on_event, leftover)
+        return closed[0] if closed else None
+
+    def _renew(self, control: Pump[ControlChannel]) -> None:
+        try:
+            token = self._token()
+        except HycoError:
+            self._backend.logger.exception(
+                "could not get a fresh token; the relay will close at expiry"
+            )
+            token = None
+        expires_at = monotonic_expiry(token)
+
+        def renew(channel: ControlChannel) -> None:
+            control.hurry = False
+            if token is not None and channel.state is ChannelState.OPEN:
+                channel.renew_token(token.token, now=time.monotonic(), expires_at=expires_at)
+
+        control.call(renew)
+
+    def _notify(self) -> None:
+        with self._lock:
+            events = self._lifecycle.events()
+        for event in events:
+            self._backend.logger.info("listener %s: %s", self.endpoint.path, event.status.value)
+            if self._on_status is not None:
+                try:
+                    self._on_status(event)
+                except Exception:
+                    self._backend.logger.exception("the on_status handler failed")
+
+    # -- accepting WebSockets ----------------------------------------------------------------
+
+    def _handle_accept(self, accept: Accept, late: bool) -> None:
+        logger = self._backend.logger
+        context = AcceptContext(accept)
+        if late:
+            context.reject(503, "The listener is closing")
+        elif self._accept_handler is not None:
+            try:
+                self._accept_handler(context)
+            except Exception:
+                logger.exception("the accept handler failed; rejecting with 502")
+                context.reject(502, "The listener failed to handle the connection")
+        try:
+            if context.rejection is not None:
+                status, description = context.rejection
+                rejection = reject_connection(
+                    accept,
+                    status_code=status,
+                    description=description,
+                    now=time.monotonic(),
+                    nonce=os.urandom(16),
+                )
+                pump, _, _ = self._open(accept.address, rejection)
+                pump.close_socket()
+                return
+            channel = accept_connection(
+                accept,
+                subprotocol=context.subprotocol,
+                now=time.monotonic(),
+                nonce=os.urandom(16),
+                config=ChannelConfig(
+                    handshake_timeout=_RENDEZVOUS_TIMEOUT,
+                    close_timeout=_CLOSE_TIMEOUT,
+                    keepalive=self._keepalive,
+                ),
+            )
+            accepted, opened, leftover = self._open(accept.address, channel)
+        except HycoError as error:
+            logger.warning("could not complete the rendezvous for %s: %s", accept.id, error)
+            return
+        assert opened is not None
+        websocket = WebSocket(
+            accepted, opened, max_message_size=self._max_message_size, accept=accept
+        )
+        with self._lock:
+            self._websockets.add(websocket)
+            leaving = self._leaving
+        self._spawn(self._read_websocket, websocket, leftover)
+        if leaving:
+            self._say_goodbye(websocket)
+            return
+        if self._connection_handler is not None:
+            try:
+                self._connection_handler(websocket)
+            except ConnectionClosed as closed:
+                logger.debug("connection %s ended: %s", accept.id, closed)
+            except Exception:
+                # One connection's failure must not take the listener down.
+                logger.exception("the connection handler failed; closing with 1011")
+                websocket.close(1011, "The listener failed")
+            else:
+                websocket.close()
+            return
+        if not self._accepted.put(websocket):
+            websocket.close(1001, _GOING_AWAY)
+
+    def _read_websocket(self, websocket: WebSocket, leftover: list[Event]) -> None:
+        try:
+            websocket._run(leftover)
+        finally:
+            with self._lock:
+                self._websockets.discard(websocket)
+
+    def _say_goodbye(self, websocket: WebSocket) -> None:
+        """Start closing with 1001 (going away), without waiting for the answer."""
+        try:
+            websocket._begin_close(1001, _GOING_AWAY)
+        except HycoError as error:
+            self._backend.logger.debug("could not close %r: %s", websocket, error)
+
+    def _open(
+        self, address: str, channel: WebSocketChannel
+    ) -> tuple[Pump[Any], Opened | None, list[Event]]:
+        return open_channel(
+            self._backend,
+            address,
+            channel,
+            ssl_context=self._ssl_context,
+            timeout=_RENDEZVOUS_TIMEOUT,
+        )
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    def _answer_inline(
+        self, control: Pump[ControlChannel], request: Request, body: bytes, late: bool
+    ) -> None:
+        try:
+            response = self._respond(self._http_request(request, body=body), late=late)
+            if isinstance(response.body, bytes) and len(response.body) <= INLINE_BODY_LIMIT:
+                head = _response_head(request, response)
+                answer = response.body
+
+                def send(channel: ControlChannel) -> None:
+                    if channel.state is ChannelState.OPEN:
+                        channel.send_response(head, answer)
+
+                control.call(send)
+                return
+            # Too big for the control channel: answer over a rendezvous, which the relay then
+            # uses for this sender's later requests. Once it is open, the request is answered.
+            opened = self._open_rendezvous(request.address, request)
+            if opened is not None:
+                rendezvous, leftover = opened
+                self._spawn(self._send_response, rendezvous, request, response)
+                self._spawn(self._run_rendezvous, rendezvous, leftover)
+        finally:
+            with self._lock:
+                self._inline_requests -= 1
+                drained = self._inline_requests == 0 and self._closing.is_set()
+            if drained:
+                control.call(_closer(1000, "listener closed"))
+
+    def _serve_rendezvous(self, address: str) -> None:
+        opened = self._open_rendezvous(address, None)
+        if opened is not None:
+            self._run_rendezvous(*opened)
+
+    def _open_rendezvous(
+        self, address: str, request: Request | None
+    ) -> tuple[Pump[HttpRendezvous], list[Event]] | None:
+        channel = HttpRendezvous(
+            address=address,
+            now=time.monotonic(),
+            nonce=os.urandom(16),
+            request=request,
+            config=ChannelConfig(
+                handshake_timeout=_RENDEZVOUS_TIMEOUT,
+                close_timeout=_CLOSE_TIMEOUT,
+                keepalive=self._keepalive,
+            ),
+        )
+        try:
+            pump, _, leftover = self._open(address, channel)
+        except HycoError as error:
+            self._backend.logger.warning("could not open the HTTP rendezvous: %s", error)
+            return None
+        with self._lock:
+            self._rendezvous.add(pump)
+        return pump, leftover
+
+    def _run_rendezvous(self, rendezvous: Pump[HttpRendezvous], leftover: list[Event]) -> None:
+        """Serve every exchange on an HTTP rendezvous until the relay closes it."""
+        pieces: Mailbox[bytes] | None = None
+
+        def on_event(event: Event) -> None:
+            nonlocal pieces
+            if isinstance(event, RequestReceived):
+                receiver: Mailbox[bytes] | None = None
+                if event.body is None:
+                    pieces = receiver = Mailbox(self._backend, 4)
+                http_request = self._http_request(event.request, body=event.body, pieces=receiver)
+                late = self._closing.is_set()
+                self._spawn(
+                    self._answer_on_rendezvous, rendezvous, event.request, http_request, late
+                )
+            elif isinstance(event, RequestBodyReceived) and pieces is not None:
+                if event.data:
+                    pieces.put(event.data)
+                if event.final:
+                    pieces.close()
+                    pieces = None
+                    self._retire_if_idle(rendezvous)
+
+        try:
+            rendezvous.run(on_event, leftover)
+        finally:
+            if pieces is not None:
+                pieces.close(complete=False)
+            with self._lock:
+                self._rendezvous.discard(rendezvous)
+
+    def _answer_on_rendezvous(
+        self,
+        rendezvous: Pump[HttpRendezvous],
+        request: Request,
+        http_request: HttpRequest,
+        late: bool,
+    ) -> None:
+        response = self._respond(http_request, late=late)
+        if http_request._pieces is not None:
+            http_request._pieces.discard()
+        self._send_response(rendezvous, request, response)
+
+    def _send_response(
+        self, rendezvous: Pump[HttpRendezvous], request: Request, response: HttpResponse
+    ) -> None:
+        head = _response_head(request, response)
+        body = response.body
+        try:
+            rendezvous.call(lambda channel: channel.send_response(head))
+            if isinstance(body, bytes):
+                for start in range(0, len(body), _RESPONSE_PIECE):
+                    final = start + _RESPONSE_PIECE >= len(body)
+                    rendezvous.call(_body_piece(body[start : start + _RESPONSE_PIECE], final))
+            else:
+                for piece in body:
+                    if piece:
+                        rendezvous.call(_body_piece(piece, False))
+                rendezvous.call(_body_piece(b"", True))
+        except LocalProtocolError as error:
+            self._backend.logger.warning("the response could not be completed: %s", error)
+            return
+        except Exception:
+            self._backend.logger.exception("the response body failed; dropping the response")
+            rendezvous.call(_closer(1011, "the response failed"))
+            return
+        self._retire_if_idle(rendezvous)
+
+    def _retire_if_idle(self, rendezvous: Pump[HttpRendezvous]) -> None:
+        """Once the listener is closing, close a rendezvous between exchanges."""
+        if self._closing.is_set():
+            rendezvous.call(_close_if_idle, wait=False)
+
+    def _retire_idle_rendezvous(self) -> None:
+        with self._lock:
+            idle = list(self._rendezvous)
+        for rendezvous in idle:
+            rendezvous.call(_close_if_idle)
+
+    def _respond(self, request: HttpRequest, *, late: bool) -> HttpResponse:
+        if late:
+            return HttpResponse(503, body=b"This listener is closing.")
+        if self._request_handler is None:
+            return HttpResponse(501, body=b"This listener does not accept HTTP requests.")
+        try:
+            return self._request_handler(request)
+        except Exception:
+            self._backend.logger.exception(
+                "the request handler failed on %s %s", request.method, request.path
+            )
+            return HttpResponse(500, body=b"")
+
+    def _http_request(
+        self,
+        request: Request,
+        *,
+        body: bytes | None,
+        pieces: Mailbox[bytes] | None = None,
+    ) -> HttpRequest:
+        target = request.request_target or "/"
+        path, _, query = target.partition("?")
+        prefix = "/" + self.endpoint.path
+        if path.lower().startswith(prefix.lower()):
+            path = path[len(prefix) :]
+        return HttpRequest(
+            method=request.method or "GET",
+            target=target,
+            path=path or "/",
+            query=query,
+            headers=request.request_headers,
+            remote_endpoint=request.remote_endpoint,
+            deadline=time.monotonic() + 60.0,
+            _body=body,
+            _pieces=pieces,
+        )
+
+
+def _closer(code: int, reason: str) -> Callable[[WebSocketChannel], None]:
+    def close(channel: WebSocketChannel) -> None:
+        channel.close(code, reason, now=time.monotonic())
+
+    return close
+
+
+def _body_piece(piece: bytes, final: bool) -> Callable[[HttpRendezvous], None]:
+    def send(channel: HttpRendezvous) -> None:
+        channel.send_body(piece, final=final)
+
+    return send
+
+
+def _close_if_idle(channel: HttpRendezvous) -> None:
+    idle = channel.request_phase is Phase.IDLE and channel.response_phase is Phase.IDLE
+    if idle and channel.state is ChannelState.OPEN:
+        channel.close(1000, "listener closed", now=time.monotonic())
+
+
+def _response_head(request: Request, response: HttpResponse) -> Response:
+    headers = Headers(response.headers).without(HOP_BY_HOP_HEADERS)
+    return Response(
+        request_id=request.id or "",
+        status_code=response.status,
+        status_description=response.reason or reason_phrase(response.status),
+        response_headers=headers,
+        body=not (isinstance(response.body, bytes) and not response.body),
+    )
