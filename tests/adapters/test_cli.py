@@ -170,3 +170,40 @@ def test_relay_reloads_its_configuration_without_a_restart(tmp_path: Path) -> No
         process.send_signal(2)
         process.communicate(timeout=20)
     assert process.returncode == 0
+
+
+def test_serve_runs_an_asgi_app_behind_the_relay() -> None:
+    import httpx
+
+    from hyco_transports.httpx import RelayAuth
+
+    relay = subprocess.Popen(  # noqa: S603 - our own command
+        [*HYCO, "relay", "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
+    serving = None
+    try:
+        assert relay.stdout is not None
+        lines = [relay.stdout.readline() for _ in range(4)]
+        cs = lines[3].split("listener: ", 1)[1].strip()
+        serving = subprocess.Popen(  # noqa: S603 - our own command
+            [*HYCO, "serve", "tests.adapters.apps.fastapi_app:app", "--connection-string", cs],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        auth = RelayAuth.from_connection_string(cs)
+        deadline = time.monotonic() + 30
+        while True:
+            response = httpx.get(auth.url("/items/7", "q=x"), auth=auth, timeout=10)
+            if response.status_code != 502 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)  # the app's listener is still coming online
+        assert response.status_code == 200, response.text
+        assert response.json()["item_id"] == 7
+    finally:
+        if serving is not None:
+            serving.send_signal(2)
+            serving.communicate(timeout=30)
+        relay.send_signal(2)
+        relay.communicate(timeout=20)
+    assert serving.returncode == 0

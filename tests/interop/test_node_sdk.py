@@ -18,6 +18,7 @@ import anyio
 import httpx
 import pytest
 
+from hyco_conformance.drivers import driver_for
 from hyco_core import (
     AuthorizationError,
     ConnectionClosed,
@@ -408,3 +409,25 @@ async def test_hyco_https_keepalive_sends_pongs_the_relay_tolerates(relay: Relay
         async with httpx.AsyncClient(auth=auth, timeout=10) as client:
             response = await client.get(auth.url("/still-there", "size=3"))
     assert (response.status_code, response.content) == (200, b"ggg")
+
+
+@pytest.mark.parametrize("transport", ["anyio-trio", "sync", "gevent"])
+async def test_hyco_ws_listener_echoes_each_of_our_transports(relay: Relay, transport: str) -> None:
+    """The other transports' senders, through their conformance drivers (blocking calls)."""
+    async with node_script("ws_listener.js", env=listener_env(relay)):
+
+        def exchange() -> None:
+            driver = driver_for(transport)
+            try:
+                sender = driver.connect(sender_connection_string(relay), subprotocols=["chat.v1"])
+                try:
+                    assert sender.subprotocol == "chat.v1"
+                    for message in ("hello, hyco-ws", b"\x00\x01\xfe\xff", ONE_MIB):
+                        sender.send(message)
+                        assert sender.recv(10) == message
+                finally:
+                    sender.close()
+            finally:
+                driver.close()
+
+        await anyio.to_thread.run_sync(exchange)
