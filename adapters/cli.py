@@ -97,6 +97,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--stdio", action="store_true", help="use stdin/stdout (ssh -o ProxyCommand)"
     )
 
+    listen = commands.add_parser(
+        "listen",
+        help="listen on a hybrid connection: echo or print what arrives",
+        description="Stay online, accept every sender and answer HTTP: echo (default) sends "
+        "messages and request bodies back; --print only shows them.",
+    )
+    _add_connection_string(listen)
+    listen.add_argument("--print", dest="echo", action="store_false", help="show, do not echo")
+
+    connect = commands.add_parser(
+        "connect",
+        help="a WebSocket cat: stdin lines out, messages to stdout",
+        description="Connect as a sender; send each line of stdin as a text message and print "
+        "every message received. End of input closes the connection normally.",
+    )
+    _add_connection_string(connect)
+    connect.add_argument("--suffix", default="", help="path after the hybrid connection name")
+    connect.add_argument("--query", default="", help="query string for the listener")
+    connect.add_argument("--header", action="append", default=[], metavar="NAME:VALUE")
+    connect.add_argument("--subprotocol", action="append", default=[])
+
+    http = commands.add_parser(
+        "http",
+        help="send one HTTP request through the relay",
+        description="Send a request to the hybrid connection's HTTP address with a fresh relay "
+        "token; the body goes to stdout. Exit 0 below status 400, 1 otherwise.",
+    )
+    _add_connection_string(http)
+    http.add_argument("method", help="GET, POST, ...")
+    http.add_argument("path", nargs="?", default="/", help="path (and ?query) after the name")
+    http.add_argument("--data", help="request body, or @FILE to send a file")
+    http.add_argument("--header", action="append", default=[], metavar="NAME:VALUE")
+    http.add_argument("-i", "--include", action="store_true", help="print status and headers")
+
     serve = commands.add_parser(
         "serve",
         help="serve an ASGI app (FastAPI, Starlette, Django) through a hybrid connection",
@@ -135,6 +169,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         "expose": _expose,
         "forward": _forward,
         "relay": _relay,
+        "listen": _listen,
+        "connect": _connect,
+        "http": _http,
         "serve": _serve,
         "token": _token,
     }
@@ -208,6 +245,74 @@ def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
 
     anyio.run(run)
     return 0
+
+
+def _headers(values: list[str], command: str) -> list[tuple[str, str]] | None:
+    pairs = []
+    for value in values:
+        name, separator, content = value.partition(":")
+        if not separator or not name.strip():
+            print(f"hyco {command}: a header is NAME:VALUE, not {value!r}", file=sys.stderr)
+            return None
+        pairs.append((name.strip(), content.strip()))
+    return pairs
+
+
+def _listen(arguments: argparse.Namespace, out: TextIO) -> int:
+    from .commands import run_listen
+
+    if _missing_connection_string(arguments):
+        return 2
+    anyio.run(lambda: run_listen(arguments.connection_string, echo=arguments.echo, out=out))
+    return 0
+
+
+def _connect(arguments: argparse.Namespace, out: TextIO) -> int:
+    from .commands import run_connect
+
+    if _missing_connection_string(arguments):
+        return 2
+    headers = _headers(arguments.header, "connect")
+    if headers is None:
+        return 2
+    return anyio.run(
+        lambda: run_connect(
+            arguments.connection_string,
+            suffix=arguments.suffix,
+            query=arguments.query,
+            headers=headers,
+            subprotocols=arguments.subprotocol,
+            out=out,
+        )
+    )
+
+
+def _http(arguments: argparse.Namespace, out: TextIO) -> int:
+    from pathlib import Path
+
+    from .commands import run_http
+
+    if _missing_connection_string(arguments):
+        return 2
+    headers = _headers(arguments.header, "http")
+    if headers is None:
+        return 2
+    data: bytes | None = None
+    if arguments.data is not None:
+        data = (
+            Path(arguments.data[1:]).read_bytes()
+            if arguments.data.startswith("@")
+            else arguments.data.encode()
+        )
+    return run_http(
+        arguments.connection_string,
+        method=arguments.method.upper(),
+        path=arguments.path,
+        data=data,
+        headers=headers,
+        include=arguments.include,
+        out=out,
+    )
 
 
 def _serve(arguments: argparse.Namespace, out: TextIO) -> int:

@@ -95,6 +95,7 @@ __all__ = [
 logger = logging.getLogger("hyco.transports.anyio")
 
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+_CLOSE_WRITE_TIMEOUT = 10.0
 _RESPONSE_PIECE = 64 * 1024
 
 
@@ -229,6 +230,7 @@ class WebSocket:
         self._incoming: MemoryObjectSendStream[str | bytes] = sender
         self._messages: MemoryObjectReceiveStream[str | bytes] = receiver
         self._closed: ChannelClosed | None = None
+        self._local_close: tuple[int, str] | None = None
         self._done = anyio.Event()
 
     def __repr__(self) -> str:
@@ -283,9 +285,13 @@ class WebSocket:
 
         Messages not read yet are dropped: the reader must be free to see the peer's answer.
         """
+        self._local_close = (code, reason)
         self._messages.close()
         self._channel().close(code, reason, now=time.monotonic())
-        await self._socket.flush()
+        # Once taken from the kernel, the close frame must reach the wire even if this task is
+        # cancelled meanwhile; the close timeout bounds the wait.
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + _CLOSE_WRITE_TIMEOUT):
+            await self._socket.flush()
         await self._done.wait()
 
     async def __aenter__(self) -> WebSocket:
@@ -301,6 +307,8 @@ class WebSocket:
 
     def _closed_error(self) -> ConnectionClosed:
         closed = self._closed
+        if closed is None and self._local_close is not None:
+            return ConnectionClosed(*self._local_close)  # closed here, the answer still on its way
         error = ConnectionClosed(closed.code if closed else 1006, closed.reason if closed else "")
         if closed is not None and closed.error is not None:
             error.__cause__ = closed.error

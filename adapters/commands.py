@@ -1,0 +1,162 @@
+"""``hyco listen``, ``hyco connect`` and ``hyco http``: the relay from a terminal.
+
+``listen`` echoes (or prints) what senders send and answers HTTP; ``connect`` is a WebSocket cat
+(lines from stdin out, messages to stdout); ``http`` sends one request, like curl with the relay
+token added.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from typing import TextIO
+
+import anyio
+import httpx
+
+from hyco_transports.anyio import (
+    AcceptContext,
+    HttpRequest,
+    HttpResponse,
+    Listener,
+    WebSocket,
+    connect,
+)
+from hyco_transports.httpx import RelayAuth
+
+__all__ = ["run_connect", "run_http", "run_listen"]
+
+_PROGRESS_FROM = 1024 * 1024
+
+
+def _describe(message: str | bytes) -> str:
+    return message if isinstance(message, str) else f"<binary, {len(message)} bytes>"
+
+
+async def run_listen(connection_string: str, *, echo: bool, out: TextIO) -> None:
+    """Stay online until interrupted, echoing or printing every message and HTTP request."""
+
+    async def on_connection(websocket: WebSocket) -> None:
+        print(f"+ connection (subprotocol {websocket.subprotocol})", file=out, flush=True)
+        async for message in websocket:
+            print(f"< {_describe(message)}", file=out, flush=True)
+            if echo:
+                await websocket.send(message)
+        print(f"- connection closed ({websocket.close_code})", file=out, flush=True)
+
+    async def on_request(request: HttpRequest) -> HttpResponse:
+        body = await request.body()
+        print(f"< {request.method} {request.target} ({len(body)} bytes)", file=out, flush=True)
+        if echo:
+            return HttpResponse(200, {"Content-Type": "application/octet-stream"}, body=body)
+        summary = {"method": request.method, "path": request.path, "received": len(body)}
+        return HttpResponse(200, {"Content-Type": "application/json"}, json.dumps(summary).encode())
+
+    def on_status(event: object) -> None:
+        status = getattr(event, "status", None)
+        print(f"listener {getattr(status, 'value', status)}", file=out, flush=True)
+
+    async def on_accept(context: AcceptContext) -> None:
+        context.accept(context.subprotocols[0] if context.subprotocols else None)
+
+    async with Listener.from_connection_string(
+        connection_string,
+        accept_handler=on_accept,
+        connection_handler=on_connection,
+        request_handler=on_request,
+        on_status=on_status,
+    ):
+        await anyio.sleep_forever()
+
+
+async def run_connect(
+    connection_string: str,
+    *,
+    suffix: str,
+    query: str,
+    headers: list[tuple[str, str]],
+    subprotocols: list[str],
+    out: TextIO,
+) -> int:
+    """Send each stdin line as a text message; print what comes back. EOF closes (1000)."""
+    stdin = anyio.wrap_file(sys.stdin)
+    async with connect(
+        connection_string,
+        suffix=suffix,
+        query=query,
+        headers=headers,
+        subprotocols=subprotocols,
+    ) as websocket:
+        print(f"connected (subprotocol {websocket.subprotocol})", file=sys.stderr, flush=True)
+        closing = False
+        async with anyio.create_task_group() as tasks:
+
+            async def show() -> None:
+                async for message in websocket:
+                    print(_describe(message), file=out, flush=True)
+                if not closing:  # the peer closed: stop reading stdin too
+                    tasks.cancel_scope.cancel()
+
+            tasks.start_soon(show)
+            async for line in stdin:
+                await websocket.send(line.rstrip("\n"))
+            await anyio.sleep(0.2)  # answers to the last lines
+            closing = True
+            await websocket.close()
+    code = websocket.close_code or 1000
+    print(f"closed ({code} {websocket.close_reason or ''})".rstrip(), file=sys.stderr)
+    return 0 if code in (1000, 1001) else 1
+
+
+def run_http(
+    connection_string: str,
+    *,
+    method: str,
+    path: str,
+    data: bytes | None,
+    headers: list[tuple[str, str]],
+    include: bool,
+    out: TextIO,
+) -> int:
+    """Send one request through the relay; 0 when the status is below 400, else 1."""
+    auth = RelayAuth.from_connection_string(connection_string)
+    target, _, query = path.partition("?")
+    content = _with_progress(data) if data is not None and len(data) >= _PROGRESS_FROM else data
+    with (
+        httpx.Client(auth=auth, timeout=120) as client,
+        client.stream(
+            method, auth.url(target, query), content=content, headers=headers
+        ) as response,
+    ):
+        if include:
+            print(f"HTTP/1.1 {response.status_code} {response.reason_phrase}", file=out)
+            for name, value in response.headers.items():
+                print(f"{name}: {value}", file=out)
+            print(file=out)
+        received, began = 0, time.perf_counter()
+        sink = getattr(out, "buffer", None)
+        for piece in response.iter_bytes():
+            received += len(piece)
+            if sink is not None:
+                sink.write(piece)
+            else:
+                out.write(piece.decode("utf-8", "replace"))
+        out.flush()
+        elapsed = time.perf_counter() - began
+    if received >= _PROGRESS_FROM:
+        rate = received / max(elapsed, 1e-9) / _PROGRESS_FROM
+        print(f"received {received} bytes in {elapsed:.2f} s ({rate:.1f} MiB/s)", file=sys.stderr)
+    return 0 if response.status_code < 400 else 1
+
+
+def _with_progress(data: bytes) -> Iterator[bytes]:
+    """Send ``data`` in pieces, reporting progress and throughput on stderr."""
+    began, piece = time.perf_counter(), 256 * 1024
+    for start in range(0, len(data), piece):
+        yield data[start : start + piece]
+        done = min(start + piece, len(data))
+        rate = done / max(time.perf_counter() - began, 1e-9) / _PROGRESS_FROM
+        print(f"\rsent {done * 100 // len(data)}% ({rate:.1f} MiB/s)", end="", file=sys.stderr)
+    print(file=sys.stderr)
