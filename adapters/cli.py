@@ -139,7 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("app", metavar="MODULE:APP", help="the app to import, e.g. main:app")
     _add_connection_string(serve)
-    serve.add_argument("--workers", type=int, default=1, help="listener processes (1)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="ASGI: listener processes (1); WSGI: requests handled at once (16)",
+    )
+    serve.add_argument("--wsgi", action="store_true", help="the app is a WSGI app (Flask, ...)")
+    serve.add_argument(
+        "--transport", choices=("sync", "gevent"), default="sync", help="WSGI: threads or gevent"
+    )
     serve.add_argument(
         "--lifespan", choices=("auto", "on", "off"), default="auto", help="lifespan events"
     )
@@ -320,12 +329,23 @@ def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
 
     if _missing_connection_string(arguments):
         return 2
-    if arguments.workers < 1:
+    if arguments.workers is not None and arguments.workers < 1:
         print("hyco serve: --workers is at least 1", file=sys.stderr)
         return 2
     print(f"serving {arguments.app} through the relay; Ctrl-C to stop", file=out, flush=True)
+    if arguments.wsgi:
+        from . import wsgi
+
+        wsgi.serve(
+            wsgi.load_app(arguments.app),
+            arguments.connection_string,
+            transport=arguments.transport,
+            workers=arguments.workers or 16,
+            script_name=arguments.root_path,
+        )
+        return 0
     options = {"lifespan": arguments.lifespan, "root_path": arguments.root_path}
-    if arguments.workers > 1:
+    if arguments.workers and arguments.workers > 1:
         serve_workers(arguments.app, arguments.connection_string, arguments.workers, **options)
     else:
         run(arguments.app, arguments.connection_string, **options)

@@ -70,6 +70,12 @@ from .events import (
     TokenRenewed,
     UnknownContentIgnored,
 )
+from .handling import (
+    AcceptContext,
+    offered_subprotocols,
+    response_head,
+    split_request_target,
+)
 from .http import (
     HttpRendezvous,
     Phase,
@@ -157,6 +163,7 @@ __all__ = [
     "SAS_PREFIX",
     "SENDER_CONFIG",
     "Accept",
+    "AcceptContext",
     "AcceptRequested",
     "AuthorizationError",
     "Backoff",
@@ -245,6 +252,7 @@ __all__ = [
     "forwarded_request_headers",
     "message_kind",
     "normalize_namespace",
+    "offered_subprotocols",
     "parse_connection_string",
     "parse_relay_url",
     "parse_sas_token",
@@ -254,6 +262,8 @@ __all__ = [
     "relay_token_resource",
     "renewal_time",
     "request_token",
+    "response_head",
+    "split_request_target",
     "strip_relay_query",
     "tracking_id_of",
     "validate_entity_path",

@@ -49,6 +49,7 @@ from .events import (
     RejectDelivered,
 )
 from .events import HandshakeRefused as HandshakeRefusedEvent
+from .handling import offered_subprotocols
 from .messages import Accept
 from .timing import KeepAlive
 from .uris import create_reject_uri
@@ -436,11 +437,7 @@ def accept_connection(
     ``subprotocol`` must be one the sender offered; the relay completes the sender's handshake
     with it.
     """
-    offered = [
-        item.strip()
-        for item in accept.connect_headers.get("sec-websocket-protocol", "").split(",")
-        if item.strip()
-    ]
+    offered = offered_subprotocols(accept)
     if subprotocol is not None and subprotocol not in offered:
         raise LocalProtocolError(
             f"subprotocol {subprotocol!r} was not offered by the sender (offered: {offered})"

@@ -35,9 +35,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from anyio.streams.tls import TLSStream
 
 from hyco_core import (
-    HOP_BY_HOP_HEADERS,
     INLINE_BODY_LIMIT,
     Accept,
+    AcceptContext,
     AcceptRequested,
     CertificateError,
     ChannelClosed,
@@ -73,9 +73,9 @@ from hyco_core import (
     accept_connection,
     create_relay_listen_uri,
     create_relay_send_uri,
-    parse_relay_url,
-    reason_phrase,
     reject_connection,
+    response_head,
+    split_request_target,
 )
 from hyco_core.timing import Backoff
 
@@ -412,40 +412,6 @@ async def connect(
 
 
 # -- listeners ---------------------------------------------------------------------------------
-
-
-class AcceptContext:
-    """A sender waiting to be accepted: look at it, then :meth:`accept` or :meth:`reject`.
-
-    An accept handler that returns without deciding accepts; one that raises rejects with 502.
-    """
-
-    def __init__(self, accept: Accept) -> None:
-        self.accept_message = accept
-        url = parse_relay_url(accept.address)
-        self.headers: Headers = accept.connect_headers
-        self.suffix = url.suffix
-        self.query = url.query
-        self.remote_endpoint: RemoteEndpoint | None = accept.remote_endpoint
-        self.subprotocols = tuple(
-            item.strip()
-            for item in accept.connect_headers.get("sec-websocket-protocol", "").split(",")
-            if item.strip()
-        )
-        self.subprotocol: str | None = None
-        self.rejection: tuple[int, str] | None = None
-
-    def __repr__(self) -> str:
-        return f"<AcceptContext suffix={self.suffix!r} query={self.query!r}>"
-
-    def accept(self, subprotocol: str | None = None) -> None:
-        if subprotocol is not None and subprotocol not in self.subprotocols:
-            raise LocalProtocolError(f"the sender did not offer subprotocol {subprotocol!r}")
-        self.subprotocol = subprotocol
-        self.rejection = None
-
-    def reject(self, status_code: int = 400, description: str = "Rejected by user code") -> None:
-        self.rejection = (status_code, description)
 
 
 @dataclass
@@ -926,15 +892,11 @@ class Listener:
         body: bytes | None,
         pieces: MemoryObjectReceiveStream[bytes] | None = None,
     ) -> HttpRequest:
-        target = request.request_target or "/"
-        path, _, query = target.partition("?")
-        prefix = "/" + self.endpoint.path
-        if path.lower().startswith(prefix.lower()):
-            path = path[len(prefix) :]
+        path, query = split_request_target(request.request_target, self.endpoint.path)
         return HttpRequest(
             method=request.method or "GET",
-            target=target,
-            path=path or "/",
+            target=request.request_target or "/",
+            path=path,
             query=query,
             headers=request.request_headers,
             remote_endpoint=request.remote_endpoint,
@@ -945,13 +907,13 @@ class Listener:
 
 
 def _response_head(request: Request, response: HttpResponse) -> Response:
-    headers = Headers(response.headers).without(HOP_BY_HOP_HEADERS)
-    return Response(
-        request_id=request.id or "",
-        status_code=response.status,
-        status_description=response.reason or reason_phrase(response.status),
-        response_headers=headers,
-        body=not (isinstance(response.body, bytes) and not response.body),
+    has_body = not (isinstance(response.body, bytes) and not response.body)
+    return response_head(
+        request,
+        status=response.status,
+        headers=response.headers,
+        reason=response.reason,
+        has_body=has_body,
     )
 
 

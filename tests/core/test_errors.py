@@ -103,3 +103,15 @@ def test_certificate_error_says_what_to_do() -> None:
     message = str(CertificateError("self-signed certificate"))
     assert "self-signed certificate" in message
     assert "Trust the relay's CA" in message
+
+
+def test_connection_closed_states_code_and_reason() -> None:
+    from hyco_core.errors import ConnectionClosed
+
+    assert str(ConnectionClosed(4001, "bye")) == "the connection is closed (code 4001: bye)"
+    closed = ConnectionClosed(1006)
+    assert (closed.code, closed.reason, str(closed)) == (
+        1006,
+        "",
+        "the connection is closed (code 1006)",
+    )
