@@ -48,38 +48,18 @@ from hyco_core import (
 )
 from hyco_relay.config import parse_config
 from hyco_relay.server import Relay, serve_relay
+from tests.relay_setup import ROOT_KEY, relay_config
 
 from .apps import fastapi_app, raw_app
 
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parents[2]
-ROOT_KEY = "cm9vdC1rZXktZm9yLWFzZ2ktdGVzdHM="
 FASTAPI_APP = "tests.adapters.apps.fastapi_app:app"
 
 Test = TypeVar("Test", bound=Callable[..., Any])
 
-CONFIG = f"""
-[relay]
-port = 0
-request_timeout = 10.0
-rendezvous_timeout = 5.0
-
-[[namespace]]
-name = "localhost"
-default = true
-
-  [[namespace.rule]]
-  name = "root"
-  primary_key = "{ROOT_KEY}"
-  rights = ["Manage"]
-
-  [[namespace.entity]]
-  name = "hc1"
-
-  [[namespace.entity]]
-  name = "deep/path"
-"""
+CONFIG = relay_config(request_timeout=10.0, rendezvous_timeout=5.0)
 
 
 @pytest.fixture

@@ -45,35 +45,15 @@ from hyco_relay.config import parse_config
 from hyco_relay.server import Relay, serve_relay
 from hyco_transports.auth import RelayEndpoint
 from hyco_transports.httpx import RelayAuth
+from tests.relay_setup import ROOT_KEY, relay_config
 
 from .apps import flask_app
 
 ROOT = Path(__file__).resolve().parents[2]
-ROOT_KEY = "cm9vdC1rZXktZm9yLXdzZ2ktdGVzdHM="
 FLASK_APP = "tests.adapters.apps.flask_app:app"
 TRANSPORTS: list[Transport] = ["sync", "gevent"]
 
-CONFIG = f"""
-[relay]
-port = 0
-request_timeout = 20.0
-rendezvous_timeout = 10.0
-
-[[namespace]]
-name = "localhost"
-default = true
-
-  [[namespace.rule]]
-  name = "root"
-  primary_key = "{ROOT_KEY}"
-  rights = ["Manage"]
-
-  [[namespace.entity]]
-  name = "hc1"
-
-  [[namespace.entity]]
-  name = "deep/path"
-"""
+CONFIG = relay_config(request_timeout=20.0, rendezvous_timeout=10.0)
 
 
 class RunningRelay:

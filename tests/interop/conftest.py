@@ -28,46 +28,17 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from hyco_core import create_relay_token
 from hyco_relay.config import parse_config
 from hyco_relay.server import Relay, serve_relay
+from tests.relay_setup import LISTEN_KEY, SEND_KEY, relay_config
 
 NODE_DIR = Path(__file__).parent / "node"
 NODE = shutil.which("node")
 NPM = shutil.which("npm")
 
-ROOT_KEY = "cm9vdC1rZXktZm9yLWludGVyb3A="
-SEND_KEY = "c2VuZC1rZXktZm9yLWludGVyb3A="
-LISTEN_KEY = "bGlzdGVuLWtleS1mb3ItaW50ZXJvcA=="
 ENTITY = "hc1"
 REQUEST_TIMEOUT = 5.0
 RENDEZVOUS_TIMEOUT = 2.0
 
-CONFIG = f"""
-[relay]
-port = 0
-request_timeout = {REQUEST_TIMEOUT}
-rendezvous_timeout = {RENDEZVOUS_TIMEOUT}
-
-[[namespace]]
-name = "localhost"
-default = true
-
-  [[namespace.rule]]
-  name = "root"
-  primary_key = "{ROOT_KEY}"
-  rights = ["Manage"]
-
-  [[namespace.entity]]
-  name = "{ENTITY}"
-
-    [[namespace.entity.rule]]
-    name = "send-only"
-    primary_key = "{SEND_KEY}"
-    rights = ["Send"]
-
-    [[namespace.entity.rule]]
-    name = "listen-only"
-    primary_key = "{LISTEN_KEY}"
-    rights = ["Listen"]
-"""
+CONFIG = relay_config(request_timeout=REQUEST_TIMEOUT, rendezvous_timeout=RENDEZVOUS_TIMEOUT)
 
 READY_TIMEOUT = 15.0
 EVENT_TIMEOUT = 15.0

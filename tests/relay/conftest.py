@@ -10,46 +10,9 @@ import pytest
 from hyco_core import create_relay_token
 from hyco_relay.config import parse_config
 from hyco_relay.server import Relay, serve_relay
+from tests.relay_setup import ROOT_KEY, relay_config
 
-ROOT_KEY = "cm9vdC1rZXktZm9yLXRlc3Rz"
-SEND_KEY = "c2VuZC1rZXktZm9yLXRlc3Rz"
-LISTEN_KEY = "bGlzdGVuLWtleS1mb3ItdGVzdHM="
-
-CONFIG = f"""
-[relay]
-port = 0
-request_timeout = 2.0
-rendezvous_timeout = 2.0
-
-[[namespace]]
-name = "localhost"
-default = true
-
-  [[namespace.rule]]
-  name = "root"
-  primary_key = "{ROOT_KEY}"
-  rights = ["Manage"]
-
-  [[namespace.entity]]
-  name = "hc1"
-
-    [[namespace.entity.rule]]
-    name = "send-only"
-    primary_key = "{SEND_KEY}"
-    rights = ["Send"]
-
-    [[namespace.entity.rule]]
-    name = "listen-only"
-    primary_key = "{LISTEN_KEY}"
-    rights = ["Listen"]
-
-  [[namespace.entity]]
-  name = "open"
-  requires_client_authorization = false
-
-  [[namespace.entity]]
-  name = "deep/path"
-"""
+CONFIG = relay_config(request_timeout=2.0, rendezvous_timeout=2.0)
 
 
 @pytest.fixture

@@ -21,8 +21,9 @@ from hyco_relay.hooks import ConnectionInfo, Refused, RelayHooks
 from hyco_relay.server import Relay, serve_relay
 from hyco_relay.tls import client_ssl_context, ensure_development_certificates, server_ssl_context
 from hyco_transports.anyio import Listener, WebSocket, connect
+from tests.relay_setup import ROOT_KEY, SEND_KEY
 
-from .conftest import CONFIG, ROOT_KEY, SEND_KEY, connection_string, token
+from .conftest import CONFIG, connection_string, token
 
 pytestmark = pytest.mark.anyio
 

@@ -16,8 +16,9 @@ from websockets.exceptions import InvalidStatus
 from hyco_core import create_reject_uri, create_relay_listen_uri, create_relay_send_uri
 from hyco_relay.server import Relay
 from hyco_transports.anyio import HttpRequest, HttpResponse, Listener
+from tests.relay_setup import ROOT_KEY
 
-from .conftest import ROOT_KEY, connection_string, token
+from .conftest import connection_string, token
 
 pytestmark = pytest.mark.anyio
 

@@ -34,8 +34,9 @@ from hyco_transports.anyio import (
     WebSocket,
 )
 from hyco_transports.auth import RelayEndpoint, SasTokenProvider
+from tests.relay_setup import LISTEN_KEY, ROOT_KEY, SEND_KEY
 
-from .conftest import CONFIG, LISTEN_KEY, ROOT_KEY, SEND_KEY, connection_string, token
+from .conftest import CONFIG, connection_string, token
 
 pytestmark = pytest.mark.anyio
 

@@ -63,35 +63,12 @@ from hyco_transports.auth import (
 )
 from hyco_transports.proxy import ProxyError
 from hyco_transports.sync import AcceptContext, HttpRequest, HttpResponse, WebSocket
+from tests.relay_setup import ROOT_KEY, SEND_KEY, relay_config
 
 T = TypeVar("T")
 
-ROOT_KEY = "cm9vdC1rZXktZm9yLXRlc3Rz"
-SEND_KEY = "c2VuZC1rZXktZm9yLXRlc3Rz"
 
-CONFIG = f"""
-[relay]
-port = 0
-request_timeout = 30.0
-rendezvous_timeout = 10.0
-
-[[namespace]]
-name = "localhost"
-default = true
-
-  [[namespace.rule]]
-  name = "root"
-  primary_key = "{ROOT_KEY}"
-  rights = ["Manage"]
-
-  [[namespace.entity]]
-  name = "hc1"
-
-    [[namespace.entity.rule]]
-    name = "send-only"
-    primary_key = "{SEND_KEY}"
-    rights = ["Send"]
-"""
+CONFIG = relay_config(request_timeout=30.0, rendezvous_timeout=10.0)
 
 MiB = 1024 * 1024
 

@@ -1,0 +1,41 @@
+"""``python -m bench`` runs end to end on tiny sizes and writes a valid report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_tiny_run_writes_every_figure_and_verdict(tmp_path: Path) -> None:
+    tiny = ["--rounds", "1", "--kernel-count", "50", "--volume-mib", "1", "--connects", "3"]
+    tiny += ["--requests", "3", "--idle", "5", "--out", str(tmp_path), "--no-chart"]
+    completed = subprocess.run(  # noqa: S603 - our own interpreter and package
+        [sys.executable, "-m", "bench", *tiny],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads((tmp_path / "latest.json").read_text())
+    names = {figure["name"] for figure in report["figures"]}
+    for expected in (
+        "kernel: SAS create/s",
+        "throughput 1 MiB: relayed (hyco anyio)",
+        "relay CPU per GiB relayed",
+        "connect p50: relayed (hyco anyio)",
+        "HTTP GET small: relayed (hyco ASGI)",
+        "idle: relay RSS per connection",
+    ):
+        assert expected in names
+    for figure in report["figures"]:
+        assert figure["min"] <= figure["median"] <= figure["max"]
+    echoing = next(f for f in report["figures"] if f["name"] == "idle: connections still echoing")
+    assert echoing["median"] == 100
+    assert all(t["verdict"] in ("met", "missed", "not measured") for t in report["targets"])
+    assert "relayed throughput 1 MiB >= 0.5x direct WebSocket" in completed.stdout
