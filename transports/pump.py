@@ -15,7 +15,7 @@ from hyco_core import ChannelState, Event, WebSocketChannel
 
 __all__ = ["READ_SIZE", "STREAM_ERRORS", "ChannelSocket"]
 
-READ_SIZE = 65536
+READ_SIZE = 256 * 1024
 STREAM_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 
