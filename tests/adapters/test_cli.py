@@ -30,10 +30,12 @@ def run(*arguments: str, env: dict[str, str] | None = None) -> subprocess.Comple
 def test_help_lists_the_subcommands() -> None:
     result = run()
     assert result.returncode == 0
-    for command in ("demo", "relay", "token"):
+    commands = ("demo", "relay", "token", "listen", "connect", "http", "serve", "expose", "forward")
+    for command in commands:
         assert command in result.stdout
-    for command in ("demo", "relay", "token"):
-        assert run(command, "--help").returncode == 0
+        help_text = run(command, "--help")
+        assert help_text.returncode == 0, command
+        assert help_text.stdout.startswith(f"usage: hyco {command}")
 
 
 def test_demo_relays_websocket_and_http_and_reports_figures() -> None:
