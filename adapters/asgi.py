@@ -40,7 +40,6 @@ import importlib
 import logging
 import multiprocessing
 import multiprocessing.connection
-import re
 import signal
 import ssl
 import sys
@@ -56,7 +55,6 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from hyco_core import (
-    HOP_BY_HOP_HEADERS,
     INLINE_BODY_LIMIT,
     ConnectionClosed,
     Headers,
@@ -69,6 +67,8 @@ from hyco_core import (
 )
 from hyco_transports.anyio import AcceptContext, HttpRequest, HttpResponse, Listener, WebSocket
 from hyco_transports.auth import RelayEndpoint
+
+from ._headers import relayed_response_headers
 
 __all__ = [
     "ASGIApp",
@@ -100,8 +100,6 @@ DECISION_TIMEOUT = 20.0
 # How long an accepted WebSocket may wait for its rendezvous (the transport gives up after 20 s).
 RENDEZVOUS_WAIT = 30.0
 
-_FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
-_DIGITS = re.compile(r"[0-9]+")
 _INTERNAL_ERROR_BODY = b"Internal Server Error"
 
 
@@ -335,35 +333,14 @@ def _status_code(status: object) -> int:
 
 def _response_headers(raw: Iterable[Any]) -> tuple[list[tuple[str, str]], int | None]:
     """The app's headers as the relay can carry them, and the Content-Length it declared."""
-    pairs: list[tuple[str, str]] = []
-    cookies: list[tuple[str, str]] = []
-    length: int | None = None
+    decoded: list[tuple[str, str]] = []
     for name_bytes, value_bytes in raw:
         if not isinstance(name_bytes, (bytes, bytearray)) or not isinstance(
             value_bytes, (bytes, bytearray)
         ):
             raise LocalProtocolError("response header names and values must be byte strings")
-        name = bytes(name_bytes).decode("latin-1")
-        value = bytes(value_bytes).decode("latin-1")
-        if _FORBIDDEN_IN_VALUE.search(value):
-            raise LocalProtocolError(f"the value of response header {name!r} has CR, LF or NUL")
-        lowered = name.lower()
-        if lowered == "content-length":
-            length = int(value) if _DIGITS.fullmatch(value.strip()) else None
-        if lowered in HOP_BY_HOP_HEADERS:
-            continue
-        (cookies if lowered == "set-cookie" else pairs).append((name, value))
-    if len(cookies) > 1:
-        logger.warning(
-            "a relayed response carries one Set-Cookie header: %d were set, the last one is sent",
-            len(cookies),
-        )
-    pairs.extend(cookies[-1:])
-    try:
-        Headers(pairs)
-    except ValueError as error:
-        raise LocalProtocolError(f"invalid response header: {error}") from None
-    return pairs, length
+        decoded.append((bytes(name_bytes).decode("latin-1"), bytes(value_bytes).decode("latin-1")))
+    return relayed_response_headers(decoded, logger)
 
 
 # -- WebSockets --------------------------------------------------------------------------------

@@ -53,9 +53,7 @@ from typing import Any, Literal, Protocol, cast
 from urllib.parse import unquote_to_bytes
 
 from hyco_core import (
-    HOP_BY_HOP_HEADERS,
     INLINE_BODY_LIMIT,
-    Headers,
     HycoError,
     ListenerStatus,
     ListenerStatusChanged,
@@ -63,6 +61,8 @@ from hyco_core import (
 )
 from hyco_transports.auth import RelayEndpoint
 from hyco_transports.sync import AcceptContext, HttpRequest, HttpResponse
+
+from ._headers import relayed_response_headers
 
 __all__ = [
     "Environ",
@@ -95,8 +95,6 @@ class StartResponse(Protocol):
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 _STATUS = re.compile(r"([1-9][0-9]{2})(?: ([^\r\n\x00]*))?")
-_DIGITS = re.compile(r"[0-9]+")
-_FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
 _INTERNAL_ERROR_BODY = b"Internal Server Error"
 # How often the gevent flavour looks at the stop signal: another OS thread may set it, and
 # gevent's own events cannot be set from there.
@@ -198,9 +196,6 @@ def _response_headers(raw: object) -> tuple[list[tuple[str, str]], int | None]:
     """The app's headers as the relay can carry them, and the Content-Length it declared."""
     if not isinstance(raw, list):
         raise LocalProtocolError("the response headers must be a list of (name, value) tuples")
-    pairs: list[tuple[str, str]] = []
-    cookies: list[tuple[str, str]] = []
-    length: int | None = None
     for pair in raw:
         if not (
             isinstance(pair, tuple)
@@ -209,26 +204,7 @@ def _response_headers(raw: object) -> tuple[list[tuple[str, str]], int | None]:
             and isinstance(pair[1], str)
         ):
             raise LocalProtocolError("the response headers must be (str, str) tuples")
-        name, value = pair
-        if _FORBIDDEN_IN_VALUE.search(value):
-            raise LocalProtocolError(f"the value of response header {name!r} has CR, LF or NUL")
-        lowered = name.lower()
-        if lowered == "content-length":
-            length = int(value) if _DIGITS.fullmatch(value.strip()) else None
-        if lowered in HOP_BY_HOP_HEADERS:
-            continue
-        (cookies if lowered == "set-cookie" else pairs).append((name, value))
-    if len(cookies) > 1:
-        logger.warning(
-            "a relayed response carries one Set-Cookie header: %d were set, the last one is sent",
-            len(cookies),
-        )
-    pairs.extend(cookies[-1:])
-    try:
-        Headers(pairs)
-    except ValueError as error:
-        raise LocalProtocolError(f"invalid response header: {error}") from None
-    return pairs, length
+    return relayed_response_headers(raw, logger)
 
 
 class _Exchange:
