@@ -315,6 +315,11 @@ def relay_restart(h: Harness) -> None:
     try:
         h.restart_relay()
         h.wait_for_listeners(1, timeout=20)
+        # The relay counts the listener once it accepted the control channel; the listener
+        # reports online a moment later, when it has read the answer.
+        deadline = time.monotonic() + 10
+        while listener.statuses()[-1] != "online" and time.monotonic() < deadline:
+            time.sleep(0.02)
         statuses = listener.statuses()
         assert "offline" in statuses, statuses
         assert statuses[-1] == "online", statuses
