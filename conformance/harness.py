@@ -26,16 +26,30 @@ from hyco_relay.server import Relay, serve_relay
 
 from .driver import Driver
 
-__all__ = ["ROOT_KEY", "Blackhole", "Harness", "blackhole"]
+__all__ = [
+    "LISTEN_KEY",
+    "ROOT_KEY",
+    "SEND_KEY",
+    "Blackhole",
+    "Harness",
+    "blackhole",
+    "relay_config",
+]
 
-ROOT_KEY = "Y29uZm9ybWFuY2Utcm9vdC1rZXk="
-_SEND_KEY = "Y29uZm9ybWFuY2Utc2VuZC1rZXk="
+ROOT_KEY = "cm9vdC1rZXktZm9yLXRlc3Rz"
+SEND_KEY = "c2VuZC1rZXktZm9yLXRlc3Rz"
+LISTEN_KEY = "bGlzdGVuLWtleS1mb3ItdGVzdHM="
 
-_CONFIG = f"""
+
+def relay_config(*, request_timeout: float = 10.0, rendezvous_timeout: float = 5.0) -> str:
+    """TOML for a relay on any free port: namespace ``localhost`` (the default) with a Manage
+    rule ``root``; entity ``hc1`` with ``send-only`` and ``listen-only`` rules, ``open`` for
+    anonymous senders, and ``deep/path``."""
+    return f"""
 [relay]
 port = 0
-rendezvous_timeout = 10.0
-request_timeout = 10.0
+request_timeout = {request_timeout}
+rendezvous_timeout = {rendezvous_timeout}
 
 [[namespace]]
 name = "localhost"
@@ -51,12 +65,20 @@ default = true
 
     [[namespace.entity.rule]]
     name = "send-only"
-    primary_key = "{_SEND_KEY}"
+    primary_key = "{SEND_KEY}"
     rights = ["Send"]
+
+    [[namespace.entity.rule]]
+    name = "listen-only"
+    primary_key = "{LISTEN_KEY}"
+    rights = ["Listen"]
 
   [[namespace.entity]]
   name = "open"
   requires_client_authorization = false
+
+  [[namespace.entity]]
+  name = "deep/path"
 """
 
 
@@ -68,7 +90,9 @@ class Harness:
         self._portal_context = start_blocking_portal("asyncio")
         self.portal: BlockingPortal = self._portal_context.__enter__()
         self._relay_context: AbstractContextManager[Relay] | None = None
-        self.relay = self._start_relay(parse_config(_CONFIG))
+        self.relay = self._start_relay(
+            parse_config(relay_config(request_timeout=10.0, rendezvous_timeout=10.0))
+        )
 
     def _start_relay(self, config: RelayConfig) -> Relay:
         self._relay_context = self.portal.wrap_async_context_manager(serve_relay(config))

@@ -36,6 +36,7 @@ from hyco_adapters.asgi import (
     serve,
     serve_workers,
 )
+from hyco_conformance.harness import ROOT_KEY, relay_config
 from hyco_core import (
     AuthorizationError,
     ConnectionLostError,
@@ -48,7 +49,6 @@ from hyco_core import (
 )
 from hyco_relay.config import parse_config
 from hyco_relay.server import Relay, serve_relay
-from tests.relay_setup import ROOT_KEY, relay_config
 
 from .apps import fastapi_app, raw_app
 

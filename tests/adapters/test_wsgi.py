@@ -40,12 +40,12 @@ from hyco_adapters.wsgi import (
     load_app,
     serve,
 )
+from hyco_conformance.harness import ROOT_KEY, relay_config
 from hyco_core import EndpointNotFoundError, create_relay_send_uri, create_relay_token
 from hyco_relay.config import parse_config
 from hyco_relay.server import Relay, serve_relay
 from hyco_transports.auth import RelayEndpoint
 from hyco_transports.httpx import RelayAuth
-from tests.relay_setup import ROOT_KEY, relay_config
 
 from .apps import flask_app
 

@@ -25,10 +25,10 @@ import anyio.abc
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from hyco_conformance.harness import LISTEN_KEY, SEND_KEY, relay_config
 from hyco_core import create_relay_token
 from hyco_relay.config import parse_config
 from hyco_relay.server import Relay, serve_relay
-from tests.relay_setup import LISTEN_KEY, SEND_KEY, relay_config
 
 NODE_DIR = Path(__file__).parent / "node"
 NODE = shutil.which("node")

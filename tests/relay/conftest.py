@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from hyco_conformance.harness import ROOT_KEY, relay_config
 from hyco_core import create_relay_token
 from hyco_relay.config import parse_config
 from hyco_relay.server import Relay, serve_relay
-from tests.relay_setup import ROOT_KEY, relay_config
 
 CONFIG = relay_config(request_timeout=2.0, rendezvous_timeout=2.0)
 

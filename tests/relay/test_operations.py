@@ -15,13 +15,13 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from hyco_conformance.harness import ROOT_KEY, SEND_KEY
 from hyco_core import CertificateError, create_relay_send_uri, create_relay_token
 from hyco_relay.config import parse_config
 from hyco_relay.hooks import ConnectionInfo, Refused, RelayHooks
 from hyco_relay.server import Relay, serve_relay
 from hyco_relay.tls import client_ssl_context, ensure_development_certificates, server_ssl_context
 from hyco_transports.anyio import Listener, WebSocket, connect
-from tests.relay_setup import ROOT_KEY, SEND_KEY
 
 from .conftest import CONFIG, connection_string, token
 

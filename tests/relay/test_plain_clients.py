@@ -13,10 +13,10 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
+from hyco_conformance.harness import ROOT_KEY
 from hyco_core import create_reject_uri, create_relay_listen_uri, create_relay_send_uri
 from hyco_relay.server import Relay
 from hyco_transports.anyio import HttpRequest, HttpResponse, Listener
-from tests.relay_setup import ROOT_KEY
 
 from .conftest import connection_string, token
 

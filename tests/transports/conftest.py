@@ -34,6 +34,7 @@ import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from websockets.sync.client import connect as ws_connect
 
+from hyco_conformance.harness import ROOT_KEY, SEND_KEY, relay_config
 from hyco_core import (
     AuthorizationError,
     CertificateError,
@@ -63,7 +64,6 @@ from hyco_transports.auth import (
 )
 from hyco_transports.proxy import ProxyError
 from hyco_transports.sync import AcceptContext, HttpRequest, HttpResponse, WebSocket
-from tests.relay_setup import ROOT_KEY, SEND_KEY, relay_config
 
 T = TypeVar("T")
 
