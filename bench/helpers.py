@@ -55,12 +55,20 @@ async def _relay() -> None:
         await _until_stdin_closes()
 
 
+async def _echo_request(request: Any) -> Any:
+    from hyco_transports.anyio import HttpResponse
+
+    return HttpResponse(body=await request.body())
+
+
 async def _listener(connection_string: str) -> None:
+    """WebSockets go to :func:`_sink`; HTTP requests get their body back."""
     from hyco_transports.anyio import Listener
 
     async with Listener.from_connection_string(
         connection_string,
         connection_handler=_sink,
+        request_handler=_echo_request,
         max_message_size=MAX_MESSAGE,
         accept_queue=1024,
     ):

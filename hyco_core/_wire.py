@@ -184,13 +184,23 @@ class IncomingRequest:
 
     @property
     def is_websocket(self) -> bool:
+        """Whether this is an opening handshake as RFC 6455 4.1 requires it: a GET over
+        HTTP/1.1 with version 13 and a key of 16 bytes in base64."""
         return (
             self.method == "GET"
+            and self.http_version == "1.1"
             and self.headers.get("upgrade", "").lower() == "websocket"
             and "upgrade" in self.headers.get("connection", "").lower()
             and self.headers.get("sec-websocket-version") == "13"
-            and bool(self.headers.get("sec-websocket-key"))
+            and _is_websocket_key(self.headers.get("sec-websocket-key", ""))
         )
+
+
+def _is_websocket_key(value: str) -> bool:
+    try:
+        return len(base64.b64decode(value, validate=True)) == 16
+    except ValueError:  # not base64 (binascii.Error is a ValueError), or not ASCII
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +225,7 @@ class HttpServer:
     def __init__(self, *, max_header_bytes: int = 64 * 1024) -> None:
         self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
         self._request: IncomingRequest | None = None
+        self._bodyless = False
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the client; ``b""`` means it closed its side."""
@@ -254,18 +265,28 @@ class HttpServer:
     def accept_websocket(self, *, subprotocol: str | None = None) -> tuple[bytes, bytes]:
         """Switch protocols; return the answer's bytes and the frame bytes already received."""
         request = self._require_request()
-        while (event := self._http.next_event()) is not h11.PAUSED:
-            if event is h11.NEED_DATA:
-                raise LocalProtocolError("the upgrade request has not been read to its end")
+        try:
+            while (event := self._http.next_event()) is not h11.PAUSED:
+                if event is h11.NEED_DATA:
+                    raise LocalProtocolError("the upgrade request has not been read to its end")
+        except h11.RemoteProtocolError as exc:
+            raise RemoteProtocolError(f"malformed HTTP request: {exc}") from None
         key = request.headers["sec-websocket-key"].encode("latin-1")
         headers = [
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", accept_key(key).decode("ascii")),
+            (b"Upgrade", b"websocket"),
+            (b"Connection", b"Upgrade"),
+            (b"Sec-WebSocket-Accept", accept_key(key)),
         ]
         if subprotocol is not None:
-            headers.append(("Sec-WebSocket-Protocol", subprotocol))
-        answer = self._http.send(h11.InformationalResponse(status_code=101, headers=headers))
+            # Header values are read as latin-1: an offered subprotocol goes back byte for byte.
+            try:
+                headers.append((b"Sec-WebSocket-Protocol", subprotocol.encode("latin-1")))
+            except UnicodeEncodeError:
+                raise LocalProtocolError("a subprotocol must be latin-1 header text") from None
+        try:
+            answer = self._http.send(h11.InformationalResponse(status_code=101, headers=headers))
+        except h11.LocalProtocolError as exc:
+            raise LocalProtocolError(f"cannot switch protocols: {exc}") from None
         trailing, _closed = self._http.trailing_data
         return answer, trailing
 
@@ -298,8 +319,10 @@ class HttpServer:
         content_length: int | None,
     ) -> bytes:
         """The response head. Without a known length the body is chunked (or ends with the
-        connection, for an HTTP/1.0 client)."""
-        self._require_request()
+        connection, for an HTTP/1.0 client). A response to HEAD, a 204 and a 304 carry no body:
+        :meth:`send_body` drops what it is given for them."""
+        request = self._require_request()
+        self._bodyless = request.method == "HEAD" or status_code in (204, 304)
         all_headers = list(headers)
         if content_length is not None:
             all_headers.append(("Content-Length", str(content_length)))
@@ -315,10 +338,18 @@ class HttpServer:
             raise LocalProtocolError(f"cannot send this response: {exc}") from None
 
     def send_body(self, data: bytes) -> bytes:
-        return self._http.send(h11.Data(data=data)) if data else b""
+        if not data or self._bodyless:
+            return b""
+        return self._send(h11.Data(data=data))
 
     def end_response(self) -> bytes:
-        return self._http.send(h11.EndOfMessage())
+        return self._send(h11.EndOfMessage())
+
+    def _send(self, event: h11.Data | h11.EndOfMessage) -> bytes:
+        try:
+            return self._http.send(event)
+        except h11.LocalProtocolError as exc:
+            raise LocalProtocolError(f"cannot send this response: {exc}") from None
 
     def start_next_request(self) -> bool:
         """After a complete exchange: whether the connection may carry another request."""
@@ -386,6 +417,8 @@ class Frames:
     pong it then passes back.
     """
 
+    __slots__ = ("_connection", "_outgoing", "passes_pings")
+
     def __init__(self, *, client: bool, passes_pings: bool = False) -> None:
         role = ConnectionType.CLIENT if client else ConnectionType.SERVER
         self._connection = Connection(role)
@@ -403,7 +436,8 @@ class Frames:
             elif isinstance(event, Ping):
                 if self.passes_pings:
                     yield FramePing(payload=bytes(event.payload))
-                else:
+                elif self._connection.state is ConnectionState.OPEN:
+                    # Once this side has sent its close, a ping goes unanswered (RFC 6455 5.5.1).
                     self._outgoing += self._connection.send(event.response())
             elif isinstance(event, Pong):
                 yield FramePong(payload=bytes(event.payload))

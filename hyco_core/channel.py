@@ -52,7 +52,7 @@ from .events import HandshakeRefused as HandshakeRefusedEvent
 from .handling import offered_subprotocols
 from .messages import Accept
 from .timing import KeepAlive
-from .uris import create_reject_uri
+from .uris import create_reject_uri, redact_url
 
 __all__ = [
     "RENDEZVOUS_CONFIG",
@@ -142,6 +142,18 @@ RENDEZVOUS_CONFIG = ChannelConfig(handshake_timeout=20.0)
 
 class WebSocketChannel:
     """Handshake, framing, keep-alive and closing of one client WebSocket to the relay."""
+
+    __slots__ = (
+        "_config",
+        "_deadline",
+        "_events",
+        "_frames",
+        "_handshake",
+        "_last_received",
+        "_outgoing",
+        "_ping_sent_at",
+        "_state",
+    )
 
     def __init__(
         self,
@@ -312,6 +324,8 @@ class WebSocketChannel:
     def _advance_handshake(self, data: bytes) -> None:
         assert self._handshake is not None
         outcome = self._handshake.receive_data(data)
+        if isinstance(outcome, HandshakeAccepted | HandshakeRefused):
+            self._handshake = None  # its HTTP state is no use any more
         if isinstance(outcome, HandshakeAccepted):
             self._frames = Frames(client=True)
             self._transition(_Trigger.HANDSHAKE_ACCEPTED)
@@ -393,11 +407,14 @@ class WebSocketChannel:
 
 
 def refusal_error(refused: HandshakeRefused) -> RelayError:
-    """The typed error for a refused handshake; the body's message stands in for a bare status."""
+    """The typed error for a refused handshake; the body's message stands in for a bare status.
+
+    A token the relay (or a proxy) echoes in its reason is hidden: errors end up in logs.
+    """
     reason = refused.reason
     if not reason.strip():
         reason = _error_body_message(refused.body) or reason
-    return error_from_status(refused.status_code, reason)
+    return error_from_status(refused.status_code, redact_url(reason))
 
 
 def _error_body_message(body: bytes) -> str | None:
@@ -415,6 +432,8 @@ class RelayedWebSocket(WebSocketChannel):
     Messages, their types and fragmentation, and close codes pass through unchanged; a close by
     the peer is not an error, whatever its code.
     """
+
+    __slots__ = ()
 
     def send_message(self, data: str | bytes, *, final: bool = True) -> None:
         """Send a text (``str``) or binary message, or a piece of one with ``final=False``."""
@@ -453,6 +472,8 @@ def accept_connection(
 
 class RejectChannel(WebSocketChannel):
     """Delivers a rejection: the relay answers 410 Gone once it has told the sender."""
+
+    __slots__ = ()
 
     def _on_refused(self, refused: HandshakeRefused) -> None:
         if refused.status_code == 410:

@@ -34,6 +34,7 @@ from .messages import (
     encode_message,
 )
 from .timing import renewal_time
+from .uris import redact_url
 
 __all__ = ["ControlChannel", "message_kind"]
 
@@ -54,6 +55,16 @@ def message_kind(message: ControlMessage) -> str:
 
 class ControlChannel(WebSocketChannel):
     """One connection of a listener to the relay (``sb-hc-action=listen``)."""
+
+    __slots__ = (
+        "_body",
+        "_body_for",
+        "_max_inline_body",
+        "_renew_at",
+        "_renewal_margin",
+        "_text",
+        "_token_expires_at",
+    )
 
     def __init__(
         self,
@@ -103,7 +114,8 @@ class ControlChannel(WebSocketChannel):
     # -- WebSocketChannel hooks ---------------------------------------------------------------
 
     def _close_error(self, code: int, reason: str) -> HycoError | None:
-        return error_from_close(code, reason)
+        # A token echoed in the relay's reason must not reach the logs the error goes to.
+        return error_from_close(code, redact_url(reason))
 
     def _timer(self) -> float | None:
         return self._renew_at

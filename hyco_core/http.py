@@ -67,6 +67,8 @@ class HttpRendezvous(WebSocketChannel):
     on the control channel: the exchange then starts with the response.
     """
 
+    __slots__ = ("_request", "_request_phase", "_response_phase", "_text")
+
     def __init__(
         self,
         *,

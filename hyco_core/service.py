@@ -107,6 +107,8 @@ class ServerWebSocket(RelayedWebSocket):
     :class:`~hyco_core.events.PongReceived`.
     """
 
+    __slots__ = ()
+
     def __init__(
         self,
         *,
@@ -124,6 +126,8 @@ class ServerWebSocket(RelayedWebSocket):
 
 class _ControlMessages(ServerWebSocket):
     """Shared by the relay's control channel and HTTP rendezvous: text messages are JSON."""
+
+    __slots__ = ("_response", "_text")
 
     _hears_renewals = False
 
@@ -181,6 +185,8 @@ class ServiceControlChannel(_ControlMessages):
     it hears :class:`~hyco_core.events.ResponseReceived` (with the inline body that follows a
     ``response`` as one binary message) and :class:`~hyco_core.events.TokenRenewed`.
     """
+
+    __slots__ = ("_body", "_max_inline_body")
 
     _hears_renewals = True
 
@@ -242,6 +248,8 @@ class ServiceHttpRendezvous(_ControlMessages):
     :class:`~hyco_core.events.ResponseReceived` has ``body=None`` when the body follows as
     :class:`~hyco_core.events.ResponseBodyReceived` pieces, ``b""`` when there is none.
     """
+
+    __slots__ = ()
 
     def send_request(self, request: Request) -> None:
         """The request head; with ``request.body`` set, follow with :meth:`send_body`."""

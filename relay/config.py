@@ -457,6 +457,11 @@ def parse_config(text: str, *, source: str = "<string>") -> RelayConfig:
         raise ConfigError(
             f"{source}: is not valid TOML ({error}): fix the syntax, see https://toml.io"
         ) from None
+    except RecursionError:
+        # tomllib reads nested arrays and inline tables recursively.
+        raise ConfigError(
+            f"{source}: nests arrays or inline tables too deeply to be read: flatten them"
+        ) from None
     return _Reader(source).relay_config(document)
 
 

@@ -59,6 +59,7 @@ from hyco_core import (
     Response,
     ResponseBodyReceived,
     ResponseReceived,
+    SasOutcome,
     ServerWebSocket,
     ServiceControlChannel,
     ServiceHttpRendezvous,
@@ -72,7 +73,7 @@ from hyco_core import (
     request_token,
     verify_sas_token,
 )
-from hyco_transports.pump import READ_SIZE, STREAM_ERRORS, ChannelSocket
+from hyco_transports.pump import READ_SIZE, STREAM_ERRORS, ChannelSocket, Clock
 
 from .config import EntityConfig, NamespaceConfig, RelayConfig, Right, connection_string_for
 from .hooks import ConnectionInfo, Hook, Refused, RelayHooks
@@ -82,6 +83,7 @@ __all__ = ["Relay", "serve_relay"]
 logger = logging.getLogger("hyco.relay")
 
 _HEAD_TIMEOUT = 10.0
+_MAX_CLIENT_BUCKETS = 10_000  # client addresses whose connection rate is tracked
 _RIGHT_NAMES = {Right.LISTEN: "Listen", Right.SEND: "Send", Right.MANAGE: "Manage"}
 _MANAGEMENT_NAMESPACE = "http://schemas.microsoft.com/netservices/2010/10/servicebus/connect"
 _PRESENCE_PATH = "/$presence"
@@ -117,15 +119,31 @@ class _Listener:
         return self.socket.channel
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
+class _OneWay:
+    """One direction of a relayed WebSocket: the task of the connection it reads from pumps
+    it, so a relayed connection costs the relay no task beyond the two connections' own."""
+
+    source: ChannelSocket
+    target: ChannelSocket
+    forward: Callable[[Event], Awaitable[None]]
+
+
+@dataclass(eq=False, slots=True)
 class _PendingAccept:
-    """A sender waiting for its listener to open the rendezvous or reject it."""
+    """A sender waiting for its listener to open the rendezvous or reject it.
+
+    ``settled`` is set when the listener has opened the rendezvous or rejected it; ``joined``
+    once the sender's task has answered both handshakes (``listener_way`` is then the
+    rendezvous' direction) or has given up.
+    """
 
     offered: tuple[str, ...]
     expires_at: float
     settled: anyio.Event = field(default_factory=anyio.Event)
-    finished: anyio.Event = field(default_factory=anyio.Event)
+    joined: anyio.Event = field(default_factory=anyio.Event)
     listener_socket: tuple[anyio.abc.ByteStream, HttpServer, IncomingRequest] | None = None
+    listener_way: _OneWay | None = None
     rejection: tuple[int, str] | None = None
 
 
@@ -150,6 +168,10 @@ class _Bucket:
         self.burst = burst
         self.tokens = float(burst)
         self.stamp = time.monotonic()
+
+    def level(self) -> float:
+        """How many connections its client could open right now."""
+        return min(self.burst, self.tokens + (time.monotonic() - self.stamp) * self.rate)
 
     def take(self) -> bool:
         now = time.monotonic()
@@ -187,10 +209,13 @@ class Relay:
         # (namespace, entity or "" for all) and the stream of each presence subscriber
         self._presence: list[tuple[tuple[str, str], MemoryObjectSendStream[str]]] = []
         self._listeners: dict[tuple[str, str], list[_Listener]] = {}
-        self._accepts: dict[str, _PendingAccept] = {}
+        # (namespace, entity, rendezvous id): an address opens only where it was announced
+        self._accepts: dict[tuple[str, str, str], _PendingAccept] = {}
         self._exchanges: dict[str, tuple[_Listener, _HttpExchange]] = {}
         self._stats: dict[tuple[str, str], _EntityStats] = {}
         self._random = random.SystemRandom()
+        # Keeps the time of relayed WebSockets; serve_relay runs it.
+        self.clock = Clock()
 
     # -- public ------------------------------------------------------------------------------
 
@@ -263,33 +288,50 @@ class Relay:
     async def handle(self, stream: anyio.abc.ByteStream) -> None:
         """Serve one accepted connection until it ends."""
         async with stream:
-            http = HttpServer()
-            try:
-                with anyio.fail_after(_HEAD_TIMEOUT):
-                    request = await _read_head(stream, http)
-            except (TimeoutError, RemoteProtocolError, *STREAM_ERRORS):
+            # A relayed WebSocket lives long: nothing of its handshake is kept while it does.
+            way = await self._serve_request(stream)
+            if way is None:
                 return
-            if request is None:
-                return
-            remote = _remote_endpoint(stream)
             try:
-                self._admit_client(remote)
-                await self._route(stream, http, request, remote)
-            except _Refusal as refusal:
-                await self._refuse(stream, http, request, refusal)
-            except (_Abort, *STREAM_ERRORS):
+                await _pump_one_way(way)
+            except STREAM_ERRORS:
                 return
             except Exception:
-                # One connection's trouble (a peer gone mid-stream, a bug) ends that connection
-                # only; the relay serves on.
-                logger.exception("connection for %s ended by an error", redact_url(request.target))
+                logger.exception("a relayed WebSocket ended by an error")
+
+    async def _serve_request(self, stream: anyio.abc.ByteStream) -> _OneWay | None:
+        """Read the request and serve it; a relayed WebSocket comes back as the direction this
+        connection's task is to pump."""
+        http = HttpServer()
+        try:
+            with anyio.fail_after(_HEAD_TIMEOUT):
+                request = await _read_head(stream, http)
+        except (TimeoutError, RemoteProtocolError, *STREAM_ERRORS):
+            return None
+        if request is None:
+            return None
+        remote = _remote_endpoint(stream)
+        try:
+            self._admit_client(remote)
+            return await self._route(stream, http, request, remote)
+        except _Refusal as refusal:
+            await self._refuse(stream, http, request, refusal)
+        except (_Abort, RemoteProtocolError, *STREAM_ERRORS):
+            # A client that broke HTTP mid-way (a cut body, a malformed later request) is not
+            # the relay's error: its connection just ends.
+            pass
+        except Exception:
+            # One connection's trouble (a peer gone mid-stream, a bug) ends that connection
+            # only; the relay serves on.
+            logger.exception("connection for %s ended by an error", redact_url(request.target))
+        return None
 
     def _admit_client(self, remote: RemoteEndpoint | None) -> None:
         rate = self.config.connection_rate
         if not rate or remote is None:
             return
-        if len(self._client_buckets) > 10_000:
-            self._client_buckets.clear()
+        if len(self._client_buckets) > _MAX_CLIENT_BUCKETS:
+            self._forget_idle_clients()
         bucket = self._client_buckets.get(remote.address)
         if bucket is None:
             bucket = self._client_buckets[remote.address] = _Bucket(
@@ -297,6 +339,14 @@ class Relay:
             )
         if not bucket.take():
             raise _Refusal(429, "Too many connections from this address; slow down and retry")
+
+    def _forget_idle_clients(self) -> None:
+        """Keep the table of client addresses bounded without forgiving anyone being limited:
+        the addresses whose buckets are fullest are forgotten, down to half the bound."""
+        buckets = self._client_buckets
+        fullest_first = sorted(buckets, key=lambda address: buckets[address].level(), reverse=True)
+        for address in fullest_first[: len(buckets) - _MAX_CLIENT_BUCKETS // 2]:
+            del buckets[address]
 
     async def _run_hook(self, hook: Hook | None, info: ConnectionInfo) -> None:
         """Run a hook: :class:`Refused` becomes that refusal, any other failure a 500."""
@@ -318,19 +368,19 @@ class Relay:
         http: HttpServer,
         request: IncomingRequest,
         remote: RemoteEndpoint | None,
-    ) -> None:
+    ) -> _OneWay | None:
         path = request.target.split("?", 1)[0]
         if request.method == "GET" and path in ("/health", "/stats") and not request.is_websocket:
             document = {"status": "ok"} if path == "/health" else self.stats()
             await _send_json(stream, http, 200, document)
-            return
+            return None
         host = request.headers.get("host", "")
         namespace = self.config.namespace(host)
         if namespace is None:
             raise _Refusal(404, f"No namespace is served at host {host!r}", code="EndpointNotFound")
         if path == _PRESENCE_PATH and request.method == "GET" and not request.is_websocket:
             await self._serve_presence(stream, http, request, namespace)
-            return
+            return None
         scheme = (
             ("wss" if request.is_websocket else "https")
             if self.secure
@@ -350,20 +400,23 @@ class Relay:
                 raise _Refusal(400, "A $hc address needs a WebSocket upgrade")
             if request.method == "GET" and "api-version" in parse_qs(url.query):
                 await self._describe_entity(stream, http, request, url, namespace, entity)
-                return
+                return None
             await self._serve_http_sender(stream, http, request, remote, namespace, entity, url)
-            return
+            return None
         action = url.action or "connect"
+        if action == "connect":
+            return await self._serve_sender(stream, http, request, remote, namespace, entity, url)
+        if action == "accept":
+            return await self._serve_accept_rendezvous(
+                stream, http, request, url, namespace, entity
+            )
         if action == "listen":
             await self._serve_listener(stream, http, request, remote, namespace, entity, url)
-        elif action == "connect":
-            await self._serve_sender(stream, http, request, remote, namespace, entity, url)
-        elif action == "accept":
-            await self._serve_accept_rendezvous(stream, http, request, url)
         elif action == "request":
-            await self._serve_http_rendezvous(stream, http, url)
+            await self._serve_http_rendezvous(stream, http, url, namespace, entity)
         else:
             raise _Refusal(400, f"Unknown action {action!r}")
+        return None
 
     def _authorize(
         self,
@@ -403,12 +456,15 @@ class Relay:
         if verdict.valid:
             assert verdict.token is not None
             return float(verdict.token.expiry)
-        # Signed by a rule without the right (403), or not validly signed at all (401)?
+        # Signed by a rule without the right, or for another path (403), or not validly signed
+        # at all (401)?
         every_rule = self.config.keys_for(namespace, entity, Right(0))
         verdict = verify_sas_token(token, keys=every_rule, target=target, now=time.time())
         if verdict.valid:
             granted = _RIGHT_NAMES.get(right, "access")
             raise _Refusal(403, f"The token's rule does not grant {granted} here")
+        if verdict.outcome is SasOutcome.WRONG_RESOURCE:  # validly signed, for another path
+            raise _Refusal(403, f"The token does not grant access here: {verdict.detail}")
         raise _Refusal(401, f"Invalid token: {verdict.detail}", code="TokenMissingOrInvalid")
 
     # -- listeners ---------------------------------------------------------------------------
@@ -522,7 +578,7 @@ class Relay:
         namespace: NamespaceConfig,
         entity: EntityConfig,
         url: RelayUrl,
-    ) -> None:
+    ) -> _OneWay:
         self._authorize(request, url, namespace, entity, Right.SEND)
         await self._run_hook(
             self.hooks.sender_connecting,
@@ -536,7 +592,8 @@ class Relay:
             offered=request.subprotocols,
             expires_at=time.monotonic() + self.config.rendezvous_timeout,
         )
-        self._accepts[rendezvous_id] = pending
+        key = (namespace.name.lower(), entity.name.lower(), rendezvous_id)
+        self._accepts[key] = pending
         host = request.headers.get("host", namespace.name)
         address = (
             f"{'wss' if url.secure else 'ws'}://{host}/$hc/{entity.name}{url.suffix}"
@@ -555,16 +612,16 @@ class Relay:
             with anyio.move_on_after(self.config.rendezvous_timeout):
                 await pending.settled.wait()
         finally:
-            self._accepts.pop(rendezvous_id, None)
+            self._accepts.pop(key, None)
         try:
             if pending.rejection is not None:
                 status, description = pending.rejection
                 raise _Refusal(status, description)
             if pending.listener_socket is None:
                 raise _Refusal(504, "The listener did not accept the connection in time")
-            await self._pipe(stream, http, pending, namespace, entity)
+            return await self._join(stream, http, pending, namespace, entity)
         finally:
-            pending.finished.set()
+            pending.joined.set()
 
     async def _serve_accept_rendezvous(
         self,
@@ -572,8 +629,11 @@ class Relay:
         http: HttpServer,
         request: IncomingRequest,
         url: RelayUrl,
-    ) -> None:
-        pending = self._accepts.pop(url.tracking_id or "", None)
+        namespace: NamespaceConfig,
+        entity: EntityConfig,
+    ) -> _OneWay | None:
+        key = (namespace.name.lower(), entity.name.lower(), url.tracking_id or "")
+        pending = self._accepts.pop(key, None)
         if pending is None or pending.settled.is_set() or time.monotonic() > pending.expires_at:
             raise _Refusal(403, "The rendezvous address is unknown or expired")
         status = url.relay_parameters.get("sb-hc-statuscode")
@@ -589,16 +649,19 @@ class Relay:
             raise _Refusal(400, "That subprotocol was not offered by the sender")
         pending.listener_socket = (stream, http, request)
         pending.settled.set()
-        await pending.finished.wait()
+        await pending.joined.wait()
+        return pending.listener_way
 
-    async def _pipe(
+    async def _join(
         self,
         sender_stream: anyio.abc.ByteStream,
         sender_http: HttpServer,
         pending: _PendingAccept,
         namespace: NamespaceConfig,
         entity: EntityConfig,
-    ) -> None:
+    ) -> _OneWay:
+        """Answer both handshakes; return the sender's direction, leave the listener's in
+        ``pending``."""
         assert pending.listener_socket is not None
         listener_stream, listener_http, listener_request = pending.listener_socket
         subprotocol = listener_request.subprotocols[0] if listener_request.subprotocols else None
@@ -608,10 +671,14 @@ class Relay:
         await sender_stream.send(answer)
         now = time.monotonic()
         sender = ChannelSocket(
-            sender_stream, ServerWebSocket(now=now, trailing=sender_trailing, passes_pings=True)
+            sender_stream,
+            ServerWebSocket(now=now, trailing=sender_trailing, passes_pings=True),
+            self.clock,
         )
         listener = ChannelSocket(
-            listener_stream, ServerWebSocket(now=now, trailing=listener_trailing, passes_pings=True)
+            listener_stream,
+            ServerWebSocket(now=now, trailing=listener_trailing, passes_pings=True),
+            self.clock,
         )
         stats = self._entity_stats(namespace, entity)
         stats.connections += 1
@@ -621,9 +688,11 @@ class Relay:
             if rate
             else (None, None)
         )
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(sender.run, _forwarder(sender, listener, stats, True, limits[0]))
-            tasks.start_soon(listener.run, _forwarder(listener, sender, stats, False, limits[1]))
+        pending.listener_socket = None
+        pending.listener_way = _OneWay(
+            listener, sender, _forwarder(listener, sender, stats, False, limits[1])
+        )
+        return _OneWay(sender, listener, _forwarder(sender, listener, stats, True, limits[0]))
 
     # -- HTTP senders ------------------------------------------------------------------------
 
@@ -645,7 +714,9 @@ class Relay:
                 )
                 if not http.start_next_request():
                     return
-                next_request = await _read_head(stream, http)
+                next_request = None
+                with anyio.move_on_after(_HEAD_TIMEOUT):
+                    next_request = await _next_head(stream, http, rendezvous)
                 if next_request is None:
                     return
                 request = next_request
@@ -843,12 +914,22 @@ class Relay:
             raise _Refusal(502, "The listener closed the rendezvous before it answered")
 
     async def _serve_http_rendezvous(
-        self, stream: anyio.abc.ByteStream, http: HttpServer, url: RelayUrl
+        self,
+        stream: anyio.abc.ByteStream,
+        http: HttpServer,
+        url: RelayUrl,
+        namespace: NamespaceConfig,
+        entity: EntityConfig,
     ) -> None:
         entry = self._exchanges.get(url.tracking_id or "")
         if entry is None or entry[1].answered.is_set():
             raise _Refusal(400, "Unknown or expired request rendezvous")
-        _owner, exchange = entry
+        owner, exchange = entry
+        if (owner.namespace.name.lower(), owner.entity.name.lower()) != (
+            namespace.name.lower(),
+            entity.name.lower(),
+        ):
+            raise _Refusal(400, "Unknown or expired request rendezvous")
         answer, trailing = http.accept_websocket()
         await stream.send(answer)
         socket = ChannelSocket(
@@ -856,7 +937,7 @@ class Relay:
         )
         exchange.rendezvous = socket
         exchange.answered.set()
-        await socket.released.wait()
+        await socket.wait_released()
 
     # -- operations --------------------------------------------------------------------------
 
@@ -1012,8 +1093,12 @@ def _forwarder(
         channel = target.channel
         if isinstance(event, ChannelClosed):
             if channel.state is ChannelState.OPEN:
-                code = event.code if event.code not in (1005, 1006, 1015) else 1001
-                channel.close(code, event.reason, now=time.monotonic())
+                code, reason = event.code, event.reason
+                if code == 1005:  # a close frame without a status: a normal close
+                    code = 1000
+                elif code in (1006, 1015):  # no close frame at all: not a normal end
+                    code, reason = 1011, "The other side's connection was lost"
+                channel.close(code, reason, now=time.monotonic())
         elif channel.state is not ChannelState.OPEN:
             return
         elif isinstance(event, MessageReceived):
@@ -1038,6 +1123,26 @@ def _forwarder(
         await target.flush()
 
     return forward
+
+
+async def _pump_one_way(way: _OneWay) -> None:
+    """Pass one side's frames to the other until that side has closed. Should this end any
+    other way, the other side hears it (1001 when the relay stops, else 1011)."""
+    try:
+        await way.source.run(way.forward)
+    except anyio.get_cancelled_exc_class():
+        await _close_other_side(way.target, 1001, "The relay is shutting down")
+        raise
+    except BaseException:
+        await _close_other_side(way.target, 1011, "The relay lost the other side")
+        raise
+
+
+async def _close_other_side(target: ChannelSocket, code: int, reason: str) -> None:
+    if target.channel.state is ChannelState.OPEN:
+        target.channel.close(code, reason, now=time.monotonic())
+        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + _HEAD_TIMEOUT):
+            await target.flush()
 
 
 async def _run_until(
@@ -1074,6 +1179,28 @@ def _with_body(message: Request, body: bool) -> Request:
         remote_endpoint=message.remote_endpoint,
         body=body,
     )
+
+
+async def _next_head(
+    stream: anyio.abc.ByteStream, http: HttpServer, rendezvous: ChannelSocket | None
+) -> IncomingRequest | None:
+    """An HTTP sender's next request head. Meanwhile its idle rendezvous is read, so that the
+    listener's pings are answered and its close is noticed (the request then goes to a listener
+    afresh instead of failing with 502 on a dead rendezvous)."""
+    if rendezvous is None or rendezvous.channel.state is not ChannelState.OPEN:
+        return await _read_head(stream, http)
+    idle_over = anyio.Event()
+
+    async def ignore(_event: Event) -> None:
+        pass
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(_run_until, rendezvous, ignore, idle_over)
+        try:
+            request = await _read_head(stream, http)
+        finally:
+            idle_over.set()
+    return request
 
 
 async def _read_head(stream: anyio.abc.ByteStream, http: HttpServer) -> IncomingRequest | None:
@@ -1218,6 +1345,7 @@ async def serve_relay(
             connections.start_soon(handle, stream)
 
     async with anyio.create_task_group() as connections:
+        connections.start_soon(relay.clock.run)
         try:
             async with anyio.create_task_group() as acceptor:
                 for bound in listener.listeners:

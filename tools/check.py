@@ -48,7 +48,7 @@ def main() -> None:
     env = dict(os.environ, MYPYPATH=str(typecheck_root()))
     packages = [arg for name in PACKAGE_DIRS for arg in ("-p", name)]
     run(python, "-m", "mypy", "--strict", *packages, env=env)
-    run(python, "-m", "mypy", "--strict", "tests", "tools", "bench", env=env)
+    run(python, "-m", "mypy", "--strict", "tests", "tools", "bench", "fuzz", env=env)
     run(
         python,
         "-m",

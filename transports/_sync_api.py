@@ -35,6 +35,7 @@ from hyco_core import (
     Headers,
     HttpRendezvous,
     HycoError,
+    InvalidUrlError,
     KeepAlive,
     ListenerLifecycle,
     ListenerStatus,
@@ -144,7 +145,8 @@ class WebSocket:
         try:
             self._pump.call(lambda channel: channel.send_message(data))
         except LocalProtocolError:
-            raise self._closed_error() from None
+            closed = self._closed_error()
+            raise closed from closed.__cause__
 
     def recv(self, timeout: float | None = None) -> str | bytes:
         """The next whole message.
@@ -172,7 +174,8 @@ class WebSocket:
         try:
             self._pump.call(lambda channel: channel.ping(payload))
         except LocalProtocolError:
-            raise self._closed_error() from None
+            closed = self._closed_error()
+            raise closed from closed.__cause__
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close and wait until the peer has answered (or the close timeout has passed)."""
@@ -634,7 +637,9 @@ class Listener:
                 control.hurry = True  # set before the renewal starts, cleared as it lands
                 self._spawn(self._renew, control)
             elif isinstance(event, UnknownContentIgnored):
-                self._backend.logger.debug("ignored %s from the relay %s", event.kind, event.fields)
+                self._backend.logger.debug(
+                    "ignored %.100s from the relay %.200s", event.kind, event.fields
+                )
 
         control.run(on_event, leftover)
         return closed[0] if closed else None
@@ -671,7 +676,11 @@ class Listener:
 
     def _handle_accept(self, accept: Accept, late: bool) -> None:
         logger = self._backend.logger
-        context = AcceptContext(accept)
+        try:
+            context = AcceptContext(accept)
+        except InvalidUrlError as error:  # the relay's address is unusable: nothing to answer
+            logger.warning("could not complete the rendezvous for %s: %s", accept.id, error)
+            return
         if late:
             context.reject(503, "The listener is closing")
         elif self._accept_handler is not None:

@@ -61,6 +61,11 @@ _TLS_PIECE = 256 * 1024
 # reader cannot be woken early, so it looks again this often.
 _HURRY_INTERVAL = 0.05
 
+# How long closing a socket lets a writer finish what the kernel queued last (the answer to
+# the peer's close) before the shutdown cuts it off; only a peer that stopped reading makes
+# a writer take this long.
+_WRITER_GRACE = 2.0
+
 T = TypeVar("T")
 C = TypeVar("C", bound=WebSocketChannel)
 R = TypeVar("R")
@@ -72,7 +77,7 @@ R = TypeVar("R")
 class Lock(Protocol):
     """A non-reentrant lock: ``threading.Lock`` or ``gevent.lock.Semaphore``."""
 
-    def acquire(self, blocking: bool = ...) -> bool: ...
+    def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
 
     def release(self) -> None: ...
 
@@ -480,6 +485,14 @@ class Pump(Generic[C]):
         self.stream.shutdown()
 
     def close_socket(self) -> None:
+        # A writer may still be busy (another worker's send) when the channel closes, with
+        # the answer to the peer's close queued behind it: shutting down now would lose that
+        # answer. So wait for the writer, and write what is left, before the shutdown.
+        if self._writing.acquire(timeout=_WRITER_GRACE):
+            try:
+                self._write_pending()
+            finally:
+                self._writing.release()
         self.stream.shutdown()
         # Under the write lock: no writer may be inside the socket when its descriptor goes.
         with self._writing:

@@ -51,6 +51,7 @@ from hyco_core import (
     Headers,
     HttpRendezvous,
     HycoError,
+    InvalidUrlError,
     KeepAlive,
     ListenerLifecycle,
     ListenerStatus,
@@ -81,7 +82,7 @@ from hyco_core.timing import Backoff
 
 from .auth import RelayEndpoint, RelayToken, TokenProvider
 from .proxy import ProxyError, connect_request, parse_connect_response, proxy_for
-from .pump import READ_SIZE, STREAM_ERRORS, ChannelSocket
+from .pump import READ_SIZE, STREAM_ERRORS, ChannelSocket, Clock, LazyEvent, MessageQueue
 
 __all__ = [
     "AcceptContext",
@@ -214,6 +215,19 @@ class WebSocket:
     the peer down. Iterating yields messages until the connection closes normally.
     """
 
+    __slots__ = (
+        "_closed",
+        "_done",
+        "_local_close",
+        "_max_message_size",
+        "_messages",
+        "_parts",
+        "_size",
+        "_socket",
+        "accept",
+        "subprotocol",
+    )
+
     def __init__(
         self,
         socket: ChannelSocket,
@@ -226,12 +240,12 @@ class WebSocket:
         self.subprotocol = opened.subprotocol
         self.accept = accept
         self._max_message_size = max_message_size
-        sender, receiver = anyio.create_memory_object_stream[str | bytes](4)
-        self._incoming: MemoryObjectSendStream[str | bytes] = sender
-        self._messages: MemoryObjectReceiveStream[str | bytes] = receiver
+        self._messages = MessageQueue(4)
+        self._parts: list[str | bytes] = []  # of the message being received
+        self._size = 0
         self._closed: ChannelClosed | None = None
         self._local_close: tuple[int, str] | None = None
-        self._done = anyio.Event()
+        self._done = LazyEvent()
 
     def __repr__(self) -> str:
         return f"<WebSocket {self._socket.channel.state.value}>"
@@ -250,16 +264,16 @@ class WebSocket:
         try:
             channel.send_message(data)
         except LocalProtocolError:
-            raise self._closed_error() from None
+            closed = self._closed_error()
+            raise closed from closed.__cause__
         await self._socket.flush()
 
     async def recv(self) -> str | bytes:
         """The next whole message; raises :class:`~hyco_core.ConnectionClosed` once closed."""
-        try:
-            return await self._messages.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            self._messages.close()
-            raise self._closed_error() from None
+        message = await self._messages.get()
+        if message is None:
+            raise self._closed_error()  # with the failure as its cause, if there was one
+        return message
 
     def __aiter__(self) -> WebSocket:
         return self
@@ -277,7 +291,8 @@ class WebSocket:
         try:
             self._channel().ping(payload)
         except LocalProtocolError:
-            raise self._closed_error() from None
+            closed = self._closed_error()
+            raise closed from closed.__cause__
         await self._socket.flush()
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
@@ -286,7 +301,7 @@ class WebSocket:
         Messages not read yet are dropped: the reader must be free to see the peer's answer.
         """
         self._local_close = (code, reason)
-        self._messages.close()
+        self._messages.discard()
         self._channel().close(code, reason, now=time.monotonic())
         # Once taken from the kernel, the close frame must reach the wire even if this task is
         # cancelled meanwhile; the close timeout bounds the wait.
@@ -316,42 +331,35 @@ class WebSocket:
 
     async def _run(self, leftover: list[Event]) -> None:
         """The reader task: feeds the kernel, assembles messages, queues them."""
-        parts: list[str | bytes] = []
-        size = 0
-
-        async def on_event(event: Event) -> None:
-            nonlocal parts, size
-            if isinstance(event, MessageReceived):
-                parts.append(event.data)
-                size += len(event.data)
-                if size > self._max_message_size:
-                    self._channel().close(1009, "message too big", now=time.monotonic())
-                    parts, size = [], 0
-                    return
-                if event.final:
-                    whole = (
-                        "".join(p for p in parts if isinstance(p, str))
-                        if isinstance(parts[0], str)
-                        else b"".join(p for p in parts if isinstance(p, bytes))
-                    )
-                    parts, size = [], 0
-                    # Closed locally: nobody will read it.
-                    with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                        await self._incoming.send(whole)
-            elif isinstance(event, ChannelClosed):
-                self._closed = event
-
         try:
             for event in leftover:
-                await on_event(event)
-            await self._socket.run(on_event)
+                await self._on_event(event)
+            await self._socket.run(self._on_event)
         finally:
-            self._incoming.close()
-            if not self._messages.statistics().current_buffer_used:
-                self._messages.close()  # nothing left to read: recv reports the close
+            self._messages.end()  # what is queued can still be read; then recv reports the close
             self._done.set()
             await _close(self._socket.stream)
-            self._socket.released.set()
+            self._socket.mark_released()
+
+    async def _on_event(self, event: Event) -> None:
+        if isinstance(event, MessageReceived):
+            self._parts.append(event.data)
+            self._size += len(event.data)
+            if self._size > self._max_message_size:
+                self._channel().close(1009, "message too big", now=time.monotonic())
+                self._parts, self._size = [], 0
+                return
+            if event.final:
+                parts = self._parts
+                whole = (
+                    "".join(p for p in parts if isinstance(p, str))
+                    if isinstance(parts[0], str)
+                    else b"".join(p for p in parts if isinstance(p, bytes))
+                )
+                self._parts, self._size = [], 0
+                await self._messages.put(whole)  # dropped if closed here: nobody will read it
+        elif isinstance(event, ChannelClosed):
+            self._closed = event
 
 
 @asynccontextmanager
@@ -402,13 +410,20 @@ async def connect(
     )
     assert opened is not None
     websocket = WebSocket(socket, opened, max_message_size=max_message_size)
+    failure: Exception | None = None
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(websocket._run, leftover)
         try:
             yield websocket
+        except Exception as error:
+            # Raised again outside the task group, which would wrap it in an ExceptionGroup:
+            # the caller catches ConnectionClosed (or its own error) as itself.
+            failure = error
         finally:
             with anyio.CancelScope(shield=True):
                 await websocket.close()  # idempotent: also releases what a peer's close left
+    if failure is not None:
+        raise failure
 
 
 # -- listeners ---------------------------------------------------------------------------------
@@ -504,6 +519,7 @@ class Listener:
         self._control: ChannelSocket | None = None
         self._tasks: anyio.abc.TaskGroup | None = None
         self._work: anyio.abc.TaskGroup | None = None
+        self._clock = Clock()  # keeps the time of the accepted WebSockets
         self._first_outcome = anyio.Event()
         self._closing = anyio.Event()
         self._inline_in_flight = 0
@@ -589,10 +605,13 @@ class Listener:
     # -- the control channel -----------------------------------------------------------------
 
     async def _run(self) -> None:
-        async with anyio.create_task_group() as work:
-            self._work = work
-            await self._stay_online()
-            # Wait for in-flight work, but stop reconnecting.
+        async with anyio.create_task_group() as timekeeping:
+            timekeeping.start_soon(self._clock.run)
+            async with anyio.create_task_group() as work:
+                self._work = work
+                await self._stay_online()
+                # Wait for in-flight work, but stop reconnecting.
+            timekeeping.cancel_scope.cancel()
 
     async def _stay_online(self) -> None:
         while not self._closing.is_set():
@@ -673,7 +692,7 @@ class Listener:
         elif isinstance(event, TokenRenewalDue):
             work.start_soon(_contained, self._renew)
         elif isinstance(event, UnknownContentIgnored):
-            logger.debug("ignored %s from the relay %s", event.kind, event.fields)
+            logger.debug("ignored %.100s from the relay %.200s", event.kind, event.fields)
 
     async def _renew(self) -> None:
         control = self._control
@@ -698,7 +717,38 @@ class Listener:
     # -- accepting WebSockets ----------------------------------------------------------------
 
     async def _handle_accept(self, accept: Accept, *, decided: AcceptContext | None = None) -> None:
-        context = decided or AcceptContext(accept)
+        websocket = await self._open_accepted(accept, decided)
+        if websocket is None:
+            return
+        if self._connection_handler is not None:
+            code, reason = 1000, ""
+            try:
+                await self._connection_handler(websocket)
+            except ConnectionClosed as closed:
+                logger.debug("connection %s ended: %s", accept.id, closed)
+            except Exception:
+                # One connection's failure must not take the listener down.
+                logger.exception("the connection handler failed; closing with 1011")
+                code, reason = 1011, "The listener failed"
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await websocket.close(code, reason)
+            return
+        try:
+            await self._accepted.send(websocket)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            await websocket.close(1001, "listener closed")
+
+    async def _open_accepted(
+        self, accept: Accept, decided: AcceptContext | None
+    ) -> WebSocket | None:
+        """Decide, then open the rendezvous (or reject it); an accepted WebSocket comes back
+        with its reader running. Nothing of the handshake outlives this call."""
+        try:
+            context = decided or AcceptContext(accept)
+        except InvalidUrlError as error:  # the relay's address is unusable: nothing to answer
+            logger.warning("could not complete the rendezvous for %s: %s", accept.id, error)
+            return None
         if decided is None and self._accept_handler is not None:
             try:
                 await self._accept_handler(context)
@@ -719,7 +769,7 @@ class Listener:
                     accept.address, channel, ssl_context=self._ssl_context, timeout=20.0
                 )
                 await _close(socket.stream)
-                return
+                return None
             channel = accept_connection(
                 accept,
                 subprotocol=context.subprotocol,
@@ -732,32 +782,16 @@ class Listener:
             )
         except HycoError as error:
             logger.warning("could not complete the rendezvous for %s: %s", accept.id, error)
-            return
+            return None
         assert opened is not None
+        socket.clock = self._clock
         websocket = WebSocket(
             socket, opened, max_message_size=self._max_message_size, accept=accept
         )
         work = self._work
         assert work is not None
         work.start_soon(websocket._run, leftover)
-        if self._connection_handler is not None:
-            code, reason = 1000, ""
-            try:
-                await self._connection_handler(websocket)
-            except ConnectionClosed as closed:
-                logger.debug("connection %s ended: %s", accept.id, closed)
-            except Exception:
-                # One connection's failure must not take the listener down.
-                logger.exception("the connection handler failed; closing with 1011")
-                code, reason = 1011, "The listener failed"
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await websocket.close(code, reason)
-            return
-        try:
-            await self._accepted.send(websocket)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            await websocket.close(1001, "listener closed")
+        return websocket
 
     # -- HTTP --------------------------------------------------------------------------------
 

@@ -39,3 +39,23 @@ def test_a_tiny_run_writes_every_figure_and_verdict(tmp_path: Path) -> None:
     assert echoing["median"] == 100
     assert all(t["verdict"] in ("met", "missed", "not measured") for t in report["targets"])
     assert "relayed throughput 1 MiB >= 0.5x direct WebSocket" in completed.stdout
+
+
+def test_a_short_soak_echoes_everything_and_leaves_no_file_open(tmp_path: Path) -> None:
+    short = ["--minutes", "0.1", "--workers", "4", "--out", str(tmp_path)]
+    completed = subprocess.run(  # noqa: S603 - our own interpreter and package
+        [sys.executable, "-m", "bench.soak", *short],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    report = json.loads((tmp_path / "soak.json").read_text())
+    assert report["mismatches"] == 0
+    assert report["errors"] == {}
+    assert set(report["operations"]) == {"websocket", "http", "cut"}
+    assert report["checks"]["relay file descriptors flat"]
+    assert report["checks"]["listener file descriptors flat"]
+    # RSS after six seconds says little; the verdict on it is the long run's.
+    assert completed.returncode in (0, 1), completed.stderr

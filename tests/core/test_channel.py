@@ -281,6 +281,16 @@ def test_relay_pings_are_answered_without_events() -> None:
     assert relay.received == [FramePong(payload=b"are you there")]
 
 
+def test_a_ping_after_this_side_closed_goes_unanswered() -> None:
+    channel, relay = opened()
+    channel.close(1000, now=2.0)
+    flush(channel, relay)
+    channel.receive_data(b"\x89\x04late", 3.0)  # an unmasked ping frame from the relay
+    assert channel.events() == []
+    assert channel.data_to_send() == b""
+    assert channel.state is ChannelState.CLOSING
+
+
 def test_idle_channel_pings_and_dies_without_an_answer() -> None:
     config = ChannelConfig(keepalive=KeepAlive(ping_interval=30.0, pong_timeout=10.0))
     channel, relay = sender(config=config), ScriptedRelay()
@@ -536,7 +546,7 @@ def test_any_frames_after_open_give_events_never_exceptions(chunks: list[bytes])
 
 
 OPERATIONS = st.sampled_from(
-    ["send", "ping", "close", "eof", "peer_close", "peer_text", "timer", "garbage"]
+    ["send", "ping", "close", "eof", "peer_close", "peer_text", "peer_ping", "timer", "garbage"]
 )
 
 
@@ -560,6 +570,8 @@ def test_every_state_and_input_pair_is_handled(operations: list[str]) -> None:
             channel.receive_data(b"\x88\x02\x03\xe8", now)
         elif operation == "peer_text":
             channel.receive_data(b"\x81\x01y", now)
+        elif operation == "peer_ping":
+            channel.receive_data(b"\x89\x00", now)
         elif operation == "timer":
             channel.handle_timer(now + 100.0)
         else:

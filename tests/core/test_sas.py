@@ -6,8 +6,9 @@ import base64
 import hashlib
 import hmac
 import math
+import string
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import pytest
 from hypothesis import given
@@ -244,6 +245,12 @@ def test_encode_component_output_is_unreserved_ascii_that_decodes_back(text: str
     unreserved = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()%")
     assert set(encoded) <= unreserved
     assert unquote(encoded, errors="strict") == text
+
+
+@given(st.text(alphabet=string.ascii_letters + string.digits + "-_.!~*'()/:+=%?&# $\u00e9"))
+def test_encode_component_fast_path_matches_the_general_one(text: str) -> None:
+    """URLs and base64 take a shortcut; it must spell everything as quote() does."""
+    assert encode_component(text) == quote(text, safe="!~*'()")
 
 
 # --- parsing -------------------------------------------------------------------------------------

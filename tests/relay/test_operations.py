@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from hyco_conformance.harness import ROOT_KEY, SEND_KEY
-from hyco_core import CertificateError, create_relay_send_uri, create_relay_token
+from hyco_core import CertificateError, RemoteEndpoint, create_relay_send_uri, create_relay_token
 from hyco_relay.config import parse_config
 from hyco_relay.hooks import ConnectionInfo, Refused, RelayHooks
 from hyco_relay.server import Relay, serve_relay
@@ -187,6 +187,11 @@ async def test_rate_limits_answer_429_and_close_1008() -> None:
     async with serve_relay(parse_config(limited)) as relay, httpx.AsyncClient() as client:
         codes = [(await client.get(f"http://{relay.address}/health")).status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
+        # A crowd of other addresses, more than the relay tracks, does not wash the limit out.
+        for number in range(10_001):
+            crowd = RemoteEndpoint(address=f"10.0.{number >> 8}.{number & 255}", port=1)
+            relay._admit_client(crowd)
+        assert (await client.get(f"http://{relay.address}/health")).status_code == 429
 
     async with (
         serve_relay(

@@ -25,6 +25,9 @@ from hyco_core import (
     create_relay_send_uri,
     create_sas_token,
 )
+from hyco_core import (
+    ConnectionClosed as HycoConnectionClosed,
+)
 from hyco_relay.config import parse_config
 from hyco_relay.server import Relay, serve_relay
 from hyco_transports.anyio import (
@@ -157,6 +160,30 @@ async def test_close_codes_pass_end_to_end(relay: Relay) -> None:
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4321, "application says bye")
 
 
+async def test_a_side_that_vanishes_is_reported_as_1011_not_a_normal_close(relay: Relay) -> None:
+    heard: list[tuple[int, str]] = []
+    done = anyio.Event()
+
+    async def wait_for_the_end(ws: WebSocket) -> None:
+        try:
+            await ws.recv()
+            await ws.recv()
+        except HycoConnectionClosed as closed:
+            heard.append((closed.code, closed.reason))
+        finally:
+            done.set()
+
+    async with echo_listener(relay, connection_handler=wait_for_the_end):
+        headers = {"ServiceBusAuthorization": token(relay)}
+        sender = await ws_connect(send_uri(relay), additional_headers=headers)
+        await sender.send("one")
+        sender.transport.abort()  # gone without a close frame
+        with anyio.fail_after(10):
+            await done.wait()
+    # Iterating listeners stop quietly at 1000 and 1001: a lost peer must not look like that.
+    assert heard == [(1011, "The other side's connection was lost")]
+
+
 async def test_http_inline_and_via_rendezvous_with_via_header(relay: Relay) -> None:
     async def handler(request: HttpRequest) -> HttpResponse:
         body = await request.body()
@@ -270,8 +297,8 @@ async def test_http_errors_no_listener_502_and_timeout_504(relay: Relay) -> None
         (
             lambda r: send_uri(r),
             lambda r: {"ServiceBusAuthorization": token(r, entity="open")},
-            401,
-            "Invalid token",
+            403,
+            "does not grant access here",
         ),
         (
             lambda r: send_uri(r),
