@@ -403,6 +403,10 @@ class Relay:
                 return None
             await self._serve_http_sender(stream, http, request, remote, namespace, entity, url)
             return None
+        if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in (
+            request.headers
+        ):
+            raise _Refusal(400, "A WebSocket upgrade request carries no body")
         action = url.action or "connect"
         if action == "connect":
             return await self._serve_sender(stream, http, request, remote, namespace, entity, url)

@@ -567,7 +567,14 @@ class Listener:
                 await self.close()
         finally:
             try:
-                suppressed = await self._tasks.__aexit__(exc_type, exc, traceback)
+                if isinstance(exc, Exception):
+                    # The block's own error: stop the work and let the error out as itself (the
+                    # task group would wrap it in an ExceptionGroup).
+                    self._tasks.cancel_scope.cancel()
+                    await self._tasks.__aexit__(None, None, None)
+                    suppressed = None
+                else:
+                    suppressed = await self._tasks.__aexit__(exc_type, exc, traceback)
             finally:
                 self._connections.close()
         return suppressed

@@ -160,6 +160,16 @@ async def test_close_codes_pass_end_to_end(relay: Relay) -> None:
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4321, "application says bye")
 
 
+async def test_an_error_in_the_listeners_block_comes_out_as_itself(relay: Relay) -> None:
+    class Oops(Exception):
+        pass
+
+    with pytest.raises(Oops):
+        async with echo_listener(relay):
+            raise Oops
+    assert relay.listener_count("localhost", "hc1") == 0
+
+
 async def test_a_side_that_vanishes_is_reported_as_1011_not_a_normal_close(relay: Relay) -> None:
     heard: list[tuple[int, str]] = []
     done = anyio.Event()

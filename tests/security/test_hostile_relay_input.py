@@ -300,10 +300,15 @@ def _head(text: str) -> Callable[[Relay], bytes | Sequence[bytes]]:
 
 
 def _upgrade(
-    target: str = listen_target(), *, with_token: bool = True, **options: Any
+    target: str = listen_target(),
+    *,
+    with_token: bool = True,
+    extra: Sequence[tuple[str, str]] = (),
+    **options: Any,
 ) -> Callable[[Relay], bytes | Sequence[bytes]]:
     def build(relay: Relay) -> bytes:
         headers = [("ServiceBusAuthorization", token(relay))] if with_token else []
+        headers += extra
         options.setdefault("host", relay.address)
         return upgrade_request(target, headers=headers, **options)
 
@@ -361,6 +366,8 @@ MALFORMED = [
     ("websocket-version-8", _upgrade(ws_version="8"), 400),
     ("upgrade-to-h2c", _upgrade(upgrade="h2c"), 400),
     ("upgrade-with-post", _upgrade(method="POST"), 400),
+    ("upgrade-declaring-a-body", _upgrade(extra=[("Content-Length", "10")]), 400),
+    ("upgrade-with-a-chunked-body", _upgrade(extra=[("Transfer-Encoding", "chunked")]), 400),
     ("unknown-action", _upgrade("/$hc/hc1?sb-hc-action=frobnicate"), 404),
     ("unknown-entity", _upgrade("/$hc/nope?sb-hc-action=listen"), 404),
     ("percent-sign-without-hex", _upgrade("/$hc/hc1%zz?sb-hc-action=listen"), 404),
