@@ -860,6 +860,7 @@ class Listener:
             now=time.monotonic(),
             nonce=os.urandom(16),
             request=announced if answer is not None else None,
+            config=ChannelConfig(handshake_timeout=20.0, keepalive=self._keepalive),
         )
         try:
             socket, _, leftover = await _open(
