@@ -21,6 +21,7 @@ from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from hyco_core import (
     INLINE_BODY_LIMIT,
+    RENDEZVOUS_CONFIG,
     Accept,
     AcceptContext,
     AcceptRequested,
@@ -91,7 +92,7 @@ __all__ = [
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 _RESPONSE_PIECE = 64 * 1024
 _CLOSE_TIMEOUT = 10.0
-_RENDEZVOUS_TIMEOUT = 20.0
+_RENDEZVOUS_TIMEOUT = RENDEZVOUS_CONFIG.handshake_timeout
 _CONTROL_TIMEOUT = 70.0
 # How long leaving a listener waits for HTTP answers still under way: the relay itself gives
 # up on a request after 60 s.

@@ -25,7 +25,7 @@ import ssl
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from urllib.parse import urlsplit
 
@@ -36,6 +36,7 @@ from anyio.streams.tls import TLSStream
 
 from hyco_core import (
     INLINE_BODY_LIMIT,
+    RENDEZVOUS_CONFIG,
     Accept,
     AcceptContext,
     AcceptRequested,
@@ -510,6 +511,8 @@ class Listener:
         self._on_status = on_status
         self._ssl_context = ssl_context
         self._keepalive = keepalive or KeepAlive()
+        # Accepted WebSockets and HTTP rendezvous: the kernel's timeouts, this keep-alive.
+        self._rendezvous_config = replace(RENDEZVOUS_CONFIG, keepalive=self._keepalive)
         self.tracking_id = tracking_id or str(os.urandom(16).hex())
         self._max_message_size = max_message_size
         self._lifecycle = ListenerLifecycle(backoff or Backoff(jitter=0.1))
@@ -773,7 +776,10 @@ class Listener:
                     nonce=os.urandom(16),
                 )
                 socket, _, _ = await _open(
-                    accept.address, channel, ssl_context=self._ssl_context, timeout=20.0
+                    accept.address,
+                    channel,
+                    ssl_context=self._ssl_context,
+                    timeout=RENDEZVOUS_CONFIG.handshake_timeout,
                 )
                 await _close(socket.stream)
                 return None
@@ -782,10 +788,13 @@ class Listener:
                 subprotocol=context.subprotocol,
                 now=time.monotonic(),
                 nonce=os.urandom(16),
-                config=ChannelConfig(handshake_timeout=20.0, keepalive=self._keepalive),
+                config=self._rendezvous_config,
             )
             socket, opened, leftover = await _open(
-                accept.address, channel, ssl_context=self._ssl_context, timeout=20.0
+                accept.address,
+                channel,
+                ssl_context=self._ssl_context,
+                timeout=RENDEZVOUS_CONFIG.handshake_timeout,
             )
         except HycoError as error:
             logger.warning("could not complete the rendezvous for %s: %s", accept.id, error)
@@ -860,11 +869,14 @@ class Listener:
             now=time.monotonic(),
             nonce=os.urandom(16),
             request=announced if answer is not None else None,
-            config=ChannelConfig(handshake_timeout=20.0, keepalive=self._keepalive),
+            config=self._rendezvous_config,
         )
         try:
             socket, _, leftover = await _open(
-                announced.address, rendezvous, ssl_context=self._ssl_context, timeout=20.0
+                announced.address,
+                rendezvous,
+                ssl_context=self._ssl_context,
+                timeout=RENDEZVOUS_CONFIG.handshake_timeout,
             )
         except HycoError as error:
             logger.warning("could not open the HTTP rendezvous: %s", error)
