@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--host", help="address to bind (default 127.0.0.1)")
     relay.add_argument("--port", type=int, help="port to bind (default 9090; 0: any free port)")
     relay.add_argument(
+        "--public-url",
+        help="where clients reach the relay, such as wss://relay.example.com (default: its "
+        "address); rendezvous addresses and connection strings point there",
+    )
+    relay.add_argument(
         "--tls",
         action="store_true",
         help="serve wss:// and https:// with a development CA made on first use",

@@ -26,6 +26,7 @@ __all__ = ["describe_relay", "run_relay"]
 logger = logging.getLogger("hyco.relay")
 
 _RELOAD_INTERVAL = 1.0
+_SHOWN_ENTITIES = 10
 
 
 def run_relay(arguments: argparse.Namespace, out: TextIO) -> int:
@@ -42,6 +43,8 @@ def _with_overrides(config: RelayConfig, arguments: argparse.Namespace) -> Relay
         config = replace(config, host=arguments.host)
     if arguments.port is not None:
         config = replace(config, port=arguments.port)
+    if arguments.public_url is not None:
+        config = replace(config, public_url=arguments.public_url)
     return config
 
 
@@ -99,23 +102,30 @@ async def _reload(relay: Relay, watcher: ConfigWatcher, arguments: argparse.Name
 
 
 def describe_relay(relay: Relay) -> str:
-    """What a user needs to start: the address and a connection string per entity and right."""
+    """What a user needs to start: the address and a connection string per entity and right,
+    for the first few entities (a relay may serve thousands), and how many there are."""
     scheme = "wss:// and https://" if relay.secure else "plain ws:// and http://"
     lines = [f"hyco relay listening on {relay.address} ({scheme})", ""]
-    for namespace in relay.config.namespaces:
-        for entity in namespace.entities:
-            lines.append(f"hybrid connection {namespace.name}/{entity.name}")
-            for right, label in ((Right.LISTEN, "listener"), (Right.SEND, "sender")):
-                rule = next(
-                    (r for r in (*namespace.rules, *entity.rules) if right in r.rights), None
-                )
-                if rule is not None:
-                    cs = relay.connection_string(entity.name, rule.name, namespace=namespace.name)
-                    lines.append(f"  {label}: {cs}")
-            if not entity.requires_client_authorization:
-                lines.append("  senders need no token")
-            http = "https" if relay.secure else "http"
-            lines.append(f"  HTTP: {http}://{relay.address}/{entity.name}")
-            lines.append("")
+    if relay.config.public_url is not None:
+        lines[-1:] = [f"clients reach it at {relay.config.public_url}", ""]
+    entities = [(ns, entity) for ns in relay.config.namespaces for entity in ns.entities]
+    for namespace, entity in entities[:_SHOWN_ENTITIES]:
+        lines.append(f"hybrid connection {namespace.name}/{entity.name}")
+        for right, label in ((Right.LISTEN, "listener"), (Right.SEND, "sender")):
+            rule = next((r for r in (*namespace.rules, *entity.rules) if right in r.rights), None)
+            if rule is not None:
+                cs = relay.connection_string(entity.name, rule.name, namespace=namespace.name)
+                lines.append(f"  {label}: {cs}")
+        if not entity.requires_client_authorization:
+            lines.append("  senders need no token")
+        public = relay.public_address(namespace)
+        lines.append(f"  HTTP: {public.url(False, '/' + entity.name)}")
+        lines.append("")
+    if len(entities) > _SHOWN_ENTITIES:
+        lines.append(
+            f"... and {len(entities) - _SHOWN_ENTITIES:,} more hybrid connections "
+            "(GET /stats lists those with traffic)"
+        )
+        lines.append("")
     lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)

@@ -11,13 +11,19 @@ The file reads::
     [relay]                     # optional; these are the defaults
     host = "127.0.0.1"
     port = 9090                 # 0 = any free port
+    public_url = "wss://relay.example.com"  # where clients reach it (default: host and port)
     max_listeners_per_entity = 25
     rendezvous_timeout = 30.0
     request_timeout = 60.0
+    write_timeout = 10.0        # seconds a peer may leave the relay's writes unread
+    max_connections_per_address = 500  # default: half the descriptor limit; 0 = no limit
+    max_token_lifetime = 0      # seconds a token may have left; 0 = no limit
+    stats_requires_manage = false
 
     [[namespace]]
     name = "contoso.servicebus.windows.net"
     default = true
+    public_url = "wss://contoso.example.com:8443"  # optional, for this namespace only
 
       [[namespace.rule]]        # valid for every entity of the namespace
       name = "RootManageSharedAccessKey"
@@ -255,9 +261,14 @@ class NamespaceConfig:
     rules: tuple[AccessRule, ...] = ()
     """Rules valid for every entity of the namespace."""
     entities: tuple[EntityConfig, ...] = ()
+    public_url: str | None = None
+    """Where clients reach this namespace, when not at the relay's own public address with the
+    namespace's name as host (see :meth:`RelayConfig.public_address`)."""
     _entities: dict[str, EntityConfig] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.public_url is not None:
+            parse_public_url(self.public_url)
         try:
             name = normalize_namespace(self.name)
         except InvalidUrlError as error:
@@ -317,6 +328,24 @@ def _bind_address(value: Any) -> bool:
     return bool(value) and value == value.strip()
 
 
+def _whole_or_zero(value: Any) -> bool:
+    return value is None or (not isinstance(value, bool) and value >= 0)
+
+
+def _flag(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _public_url(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        parse_public_url(value)
+    except ConfigError:
+        return False
+    return True
+
+
 # What each [relay] setting must be, and what to write instead.
 _SETTINGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "host": (_bind_address, "must be an address to bind to, such as 127.0.0.1, 0.0.0.0 or ::"),
@@ -328,13 +357,72 @@ _SETTINGS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "connection_burst": (_positive_whole, "must be at least 1"),
     "message_rate": (_rate, "must be a number of messages per second, 0 for no limit"),
     "message_burst": (_positive_whole, "must be at least 1"),
+    "public_url": (
+        _public_url,
+        "must be the address clients reach the relay at, such as wss://relay.example.com",
+    ),
+    "write_timeout": (_positive_seconds, "must be a finite number of seconds above zero"),
+    "max_connections_per_address": (_whole_or_zero, "must be 0 (no limit) or more"),
+    "max_token_lifetime": (_rate, "must be a number of seconds, 0 for no limit"),
+    "stats_requires_manage": (_flag, "must be true or false"),
 }
 
 
 def _check_setting(key: str, value: Any) -> None:
+    if key == "public_url" and isinstance(value, str):
+        parse_public_url(value)  # says what is wrong with it
     accepts, requirement = _SETTINGS[key]
     if not accepts(value):
         raise ConfigError(f"{key!r} {requirement}")
+
+
+@dataclass(frozen=True, slots=True)
+class PublicAddress:
+    """Where clients reach the relay: whether over TLS, and ``host[:port]`` as they write it.
+
+    Every rendezvous address the relay hands a listener points here, and so do the connection
+    strings it prints: never at whatever ``Host`` a client sent, which would let a sender steer
+    listeners to a host of its choice.
+    """
+
+    secure: bool
+    authority: str
+
+    def url(self, websocket: bool, path: str) -> str:
+        """``path`` (starting with ``/``) at this address, for a WebSocket or plain HTTP."""
+        if websocket:
+            scheme = "wss" if self.secure else "ws"
+        else:
+            scheme = "https" if self.secure else "http"
+        return f"{scheme}://{self.authority}{path}"
+
+
+_PUBLIC_SCHEMES = {"wss": True, "https": True, "sb": True, "ws": False, "http": False}
+
+
+def parse_public_url(text: str) -> PublicAddress:
+    """Read a relay's public address: ``wss://``, ``https://`` or ``sb://`` (TLS), ``ws://`` or
+    ``http://`` (plain), then ``host[:port]``, with nothing after but an optional ``/``.
+
+    Raises :class:`ConfigError` saying what is wrong.
+    """
+    scheme, separator, rest = text.partition("://")
+    secure = _PUBLIC_SCHEMES.get(scheme.lower()) if separator and scheme.isascii() else None
+    if secure is None:
+        raise ConfigError(
+            f"'public_url' {_shown(text)} must start with wss://, https:// or sb:// (TLS), or "
+            "ws:// or http:// (plain)"
+        )
+    authority = rest.removesuffix("/")
+    if any(character in authority for character in "/?#@"):
+        raise ConfigError(
+            f"'public_url' {_shown(text)} must be scheme://host[:port] only: no path, query or "
+            "user name"
+        )
+    try:
+        return PublicAddress(secure=secure, authority=normalize_namespace(authority))
+    except InvalidUrlError as error:
+        raise ConfigError(f"'public_url' {_shown(text)} is not a valid address: {error}") from None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -362,6 +450,19 @@ class RelayConfig:
     """Messages per second allowed on one relayed connection (0: no limit); close 1008 beyond."""
     message_burst: int = 100
     """How many messages may come at once before the message rate applies."""
+    public_url: str | None = None
+    """Where clients reach the relay (``wss://relay.example.com``); ``None``: its host and port.
+    Rendezvous addresses and printed connection strings point here."""
+    write_timeout: float = 10.0
+    """Seconds a peer may leave what the relay writes to it unread. A listener that takes longer
+    is closed and its waiting senders are answered; any other connection is ended."""
+    max_connections_per_address: int | None = None
+    """Connections one client address may hold open at once; 429 beyond. ``None``: half the
+    relay's descriptor limit, so that no one address can take them all; 0: no limit."""
+    max_token_lifetime: float = 0.0
+    """Seconds a token may have left when presented (0: no limit); 401 beyond."""
+    stats_requires_manage: bool = False
+    """Whether ``GET /stats`` (which lists entity names) needs a namespace Manage token."""
     namespaces: tuple[NamespaceConfig, ...]
     _namespaces: dict[str, NamespaceConfig] = field(init=False, repr=False, compare=False)
     _default: NamespaceConfig | None = field(init=False, repr=False, compare=False)
@@ -466,7 +567,14 @@ def parse_config(text: str, *, source: str = "<string>") -> RelayConfig:
 
 
 _TOP_KEYS = ("relay", "namespace")
-_NAMESPACE_KEYS = ("name", "default", "rule", "entity")
+_WHOLE_SETTINGS = (
+    "port",
+    "max_listeners_per_entity",
+    "connection_burst",
+    "message_burst",
+    "max_connections_per_address",
+)
+_NAMESPACE_KEYS = ("name", "default", "public_url", "rule", "entity")
 _ENTITY_KEYS = ("name", "requires_client_authorization", "rule")
 _RULE_KEYS = ("name", "primary_key", "secondary_key", "rights")
 _NUMBER_TYPES = (int, float)
@@ -552,9 +660,11 @@ class _Reader:
         self._known(relay, "[relay]", tuple(_SETTINGS))
         settings: dict[str, Any] = {}
         for key in relay:
-            if key == "host":
+            if key in ("host", "public_url"):
                 settings[key] = self._value(relay, key, "[relay]", (str,), "a string")
-            elif key in ("port", "max_listeners_per_entity", "connection_burst", "message_burst"):
+            elif key == "stats_requires_manage":
+                settings[key] = self._value(relay, key, "[relay]", (bool,), "true or false")
+            elif key in _WHOLE_SETTINGS:
                 settings[key] = self._value(relay, key, "[relay]", (int,), "an integer")
             else:
                 number = self._value(relay, key, "[relay]", _NUMBER_TYPES, "a number")
@@ -581,6 +691,9 @@ class _Reader:
         default = False
         if "default" in table:
             default = self._value(table, "default", where, (bool,), "true or false")
+        public_url = None
+        if "public_url" in table:
+            public_url = self._value(table, "public_url", where, (str,), "a string")
         rules = self._rules(table, where, "[[namespace.rule]]")
         entities = tuple(
             self._entity(entity, f"{where} > entity #{index}{self._named(entity)}")
@@ -589,7 +702,9 @@ class _Reader:
             )
         )
         with self._at(where):
-            return NamespaceConfig(name=name, default=default, rules=rules, entities=entities)
+            return NamespaceConfig(
+                name=name, default=default, rules=rules, entities=entities, public_url=public_url
+            )
 
     def _entity(self, table: dict[str, Any], where: str) -> EntityConfig:
         self._known(table, where, _ENTITY_KEYS)
@@ -676,16 +791,18 @@ def connection_string_for(
     :class:`hyco_core.errors.ConnectionStringError` for a bad ``address`` or a key that a
     connection string cannot carry (``;`` or whitespace at either end).
     """
-    if namespace not in config.namespaces:
+    # Looked up by name, then compared by identity: comparing by value would compare every
+    # entity of the namespace, for each of thousands of entities.
+    if config.namespace(namespace.name) is not namespace:
         raise LocalProtocolError(
             f"the namespace {_shown(namespace.name)} is not part of this configuration"
         )
-    if entity not in namespace.entities:
+    if namespace.entity(entity.name) is not entity:
         raise LocalProtocolError(
             f"the entity {_shown(entity.name)} is not part of the namespace "
             f"{_shown(namespace.name)}"
         )
-    if rule not in namespace.rules and rule not in entity.rules:
+    if not any(known is rule for known in (*namespace.rules, *entity.rules)):
         raise LocalProtocolError(
             f"the rule {_shown(rule.name)} belongs neither to the namespace "
             f"{_shown(namespace.name)} nor to its entity {_shown(entity.name)}"

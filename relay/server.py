@@ -15,15 +15,18 @@ listeners and pending rendezvous, and keeps time.
 
 from __future__ import annotations
 
+import errno
+import itertools
 import json
 import logging
 import random
+import re
 import secrets
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from urllib.parse import parse_qs, parse_qsl
@@ -67,6 +70,7 @@ from hyco_core import (
     add_via,
     forwarded_connect_headers,
     forwarded_request_headers,
+    normalize_namespace,
     parse_relay_url,
     reason_phrase,
     redact_url,
@@ -75,7 +79,15 @@ from hyco_core import (
 )
 from hyco_transports.pump import READ_SIZE, STREAM_ERRORS, ChannelSocket, Clock
 
-from .config import EntityConfig, NamespaceConfig, RelayConfig, Right, connection_string_for
+from .config import (
+    EntityConfig,
+    NamespaceConfig,
+    PublicAddress,
+    RelayConfig,
+    Right,
+    connection_string_for,
+    parse_public_url,
+)
 from .hooks import ConnectionInfo, Hook, Refused, RelayHooks
 
 __all__ = ["Relay", "serve_relay"]
@@ -83,6 +95,20 @@ __all__ = ["Relay", "serve_relay"]
 logger = logging.getLogger("hyco.relay")
 
 _HEAD_TIMEOUT = 10.0
+# accept() failing for want of descriptors or memory: the relay pauses accepting, sheds idle
+# connections and tries again, instead of ending.
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_ACCEPT_PAUSES = (0.05, 0.1, 0.2, 0.5, 1.0)
+_RESOURCE_WARNING_INTERVAL = 60.0  # an attack lasting hours logs a line a minute, not per try
+_SHED_AT_ONCE = 16  # at least this many idle connections are shed when descriptors run out
+# A client over its address's connection cap is answered before its request is read: holding
+# its connection open to read one is what the cap prevents.
+_TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 429 Too many connections from this address\r\n"
+    b"Connection: close\r\nContent-Length: 0\r\n\r\n"
+)
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_LOGGED_LIMIT = 200
 _MAX_CLIENT_BUCKETS = 10_000  # client addresses whose connection rate is tracked
 _RIGHT_NAMES = {Right.LISTEN: "Listen", Right.SEND: "Send", Right.MANAGE: "Manage"}
 _MANAGEMENT_NAMESPACE = "http://schemas.microsoft.com/netservices/2010/10/servicebus/connect"
@@ -112,6 +138,10 @@ class _Listener:
     expires_at: float | None
     host: str
     exchanges: dict[str, _HttpExchange] = field(default_factory=dict)
+    # Senders waiting for this listener to open their rendezvous: told at once if it goes.
+    accepts: set[_PendingAccept] = field(default_factory=set)
+    # The wait for the token's expiry, cut short when a renewal moves the expiry.
+    expiry_wait: anyio.CancelScope | None = None
 
     @property
     def channel(self) -> ServiceControlChannel:
@@ -145,6 +175,7 @@ class _PendingAccept:
     listener_socket: tuple[anyio.abc.ByteStream, HttpServer, IncomingRequest] | None = None
     listener_way: _OneWay | None = None
     rejection: tuple[int, str] | None = None
+    listener_lost: bool = False
 
 
 @dataclass(eq=False)
@@ -183,6 +214,54 @@ class _Bucket:
         return True
 
 
+class _Admission:
+    """Who holds the relay's connections: how many each client address has open, and which
+    are still waiting for their request head (oldest first), to be shed first when the relay
+    runs out of descriptors: they have shown nothing, and hold one each."""
+
+    __slots__ = ("_held", "_waiting")
+
+    def __init__(self) -> None:
+        self._held: dict[str, int] = {}
+        self._waiting: dict[anyio.CancelScope, None] = {}
+
+    def enter(self, address: str | None, limit: int) -> bool:
+        """Count a new connection from ``address``; ``False`` if that is over ``limit``."""
+        if address is None:
+            return True
+        held = self._held.get(address, 0)
+        if limit and held >= limit:
+            return False
+        self._held[address] = held + 1
+        return True
+
+    def leave(self, address: str | None) -> None:
+        if address is None:
+            return
+        held = self._held.pop(address, 1) - 1
+        if held:
+            self._held[address] = held
+
+    @contextmanager
+    def awaiting_head(self) -> Iterator[anyio.CancelScope]:
+        """A scope around reading a request head, which :meth:`shed` may cancel."""
+        with anyio.CancelScope() as scope:
+            self._waiting[scope] = None
+            try:
+                yield scope
+            finally:
+                self._waiting.pop(scope, None)
+
+    def shed(self) -> int:
+        """End the oldest connections still waiting for their head; return how many."""
+        count = max(_SHED_AT_ONCE, len(self._waiting) // 8)
+        oldest = list(itertools.islice(self._waiting, count))
+        for scope in oldest:
+            del self._waiting[scope]
+            scope.cancel()
+        return len(oldest)
+
+
 @dataclass
 class _EntityStats:
     connections: int = 0
@@ -206,6 +285,7 @@ class Relay:
         self.port = config.port
         self.started_at = datetime.now(timezone.utc)
         self._client_buckets: dict[str, _Bucket] = {}
+        self._admission = _Admission()
         # (namespace, entity or "" for all) and the stream of each presence subscriber
         self._presence: list[tuple[tuple[str, str], MemoryObjectSendStream[str]]] = []
         self._listeners: dict[tuple[str, str], list[_Listener]] = {}
@@ -230,11 +310,8 @@ class Relay:
     def connection_string(
         self, entity: str | None = None, rule: str | None = None, *, namespace: str | None = None
     ) -> str:
-        """A ready-to-use connection string for ``entity`` (default: the first entity).
-
-        Clients reach the default (or only) namespace at :attr:`address`; any other namespace
-        by its own name on this port, so that the Host header selects it.
-        """
+        """A ready-to-use connection string for ``entity`` (default: the first entity), naming
+        the namespace's :meth:`public_address`."""
         space = self.config.namespaces[0] if namespace is None else self.config.namespace(namespace)
         if space is None:
             raise KeyError(f"no namespace {namespace!r}")
@@ -244,11 +321,29 @@ class Relay:
         rules = [r for r in (*space.rules, *target.rules) if rule in (None, r.name)]
         if not rules:
             raise KeyError(f"no rule {rule!r} for entity {target.name!r}")
-        address = self.address
-        if space is not self.config.namespace(self.address):
-            address = f"{space.name}:{self.port}"
+        public = self.public_address(space)
         return connection_string_for(
-            self.config, space, target, rules[0], address=address, secure=self.secure
+            self.config, space, target, rules[0], address=public.authority, secure=public.secure
+        )
+
+    def public_address(self, namespace: NamespaceConfig) -> PublicAddress:
+        """Where clients reach ``namespace``, and so where its rendezvous addresses point.
+
+        The namespace's own ``public_url``; else the relay's ``public_url`` (or the address it
+        listens on), as is when a client going there selects this namespace, else with the
+        namespace's name as host, so that the ``Host`` such a client sends selects it.
+        """
+        if namespace.public_url is not None:
+            return parse_public_url(namespace.public_url)
+        if self.config.public_url is not None:
+            base = parse_public_url(self.config.public_url)
+        else:
+            base = PublicAddress(secure=self.secure, authority=self.address)
+        if self.config.namespace(base.authority) is namespace:
+            return base
+        port = base.authority.rpartition("]")[2].partition(":")[2]
+        return PublicAddress(
+            secure=base.secure, authority=f"{namespace.name}:{port}" if port else namespace.name
         )
 
     def _entity_stats(self, namespace: NamespaceConfig, entity: EntityConfig) -> _EntityStats:
@@ -257,11 +352,15 @@ class Relay:
     def listener_count(self, namespace: str, entity: str) -> int:
         return len(self._listeners.get((namespace.lower(), entity.lower()), []))
 
-    def stats(self) -> dict[str, object]:
+    def stats(self, namespace: NamespaceConfig | None = None) -> dict[str, object]:
+        """The counters of every entity, or of ``namespace``'s only, and how many senders wait
+        for a listener to open their rendezvous."""
         entities = {}
-        for (namespace, entity), counters in sorted(self._stats.items()):
-            entities[f"{namespace}/{entity}"] = {
-                "listeners": self.listener_count(namespace, entity),
+        for (space, entity), counters in sorted(self._stats.items()):
+            if namespace is not None and space != namespace.name:
+                continue
+            entities[f"{space}/{entity}"] = {
+                "listeners": self.listener_count(space, entity),
                 "connections": counters.connections,
                 "requests": counters.requests,
                 "bytes_in": counters.bytes_in,
@@ -294,20 +393,22 @@ class Relay:
                 return
             try:
                 await _pump_one_way(way)
-            except STREAM_ERRORS:
-                return
-            except Exception:
-                logger.exception("a relayed WebSocket ended by an error")
+            except Exception as error:
+                if not _ended_by_peer(error):
+                    logger.exception("a relayed WebSocket ended by an error")
 
     async def _serve_request(self, stream: anyio.abc.ByteStream) -> _OneWay | None:
         """Read the request and serve it; a relayed WebSocket comes back as the direction this
         connection's task is to pump."""
         http = HttpServer()
-        try:
-            with anyio.fail_after(_HEAD_TIMEOUT):
-                request = await _read_head(stream, http)
-        except (TimeoutError, RemoteProtocolError, *STREAM_ERRORS):
-            return None
+        request = None
+        # Until its head has arrived, a connection may be shed to free its descriptor.
+        with self._admission.awaiting_head():
+            try:
+                with anyio.fail_after(_HEAD_TIMEOUT):
+                    request = await _read_head(stream, http)
+            except (TimeoutError, RemoteProtocolError, *STREAM_ERRORS):
+                return None
         if request is None:
             return None
         remote = _remote_endpoint(stream)
@@ -316,14 +417,15 @@ class Relay:
             return await self._route(stream, http, request, remote)
         except _Refusal as refusal:
             await self._refuse(stream, http, request, refusal)
-        except (_Abort, RemoteProtocolError, *STREAM_ERRORS):
-            # A client that broke HTTP mid-way (a cut body, a malformed later request) is not
-            # the relay's error: its connection just ends.
-            pass
-        except Exception:
-            # One connection's trouble (a peer gone mid-stream, a bug) ends that connection
-            # only; the relay serves on.
-            logger.exception("connection for %s ended by an error", redact_url(request.target))
+        except Exception as error:
+            if _ended_by_peer(error):
+                # A client that went away, stalled or broke HTTP mid-way (a cut body, a
+                # malformed later request) is not the relay's error: its connection just ends.
+                logger.debug("connection for %s ended by its peer", _loggable(request.target))
+            else:
+                # One connection's trouble (a bug) ends that connection only; the relay serves
+                # on.
+                logger.exception("connection for %s ended by an error", _loggable(request.target))
         return None
 
     def _admit_client(self, remote: RemoteEndpoint | None) -> None:
@@ -370,15 +472,28 @@ class Relay:
         remote: RemoteEndpoint | None,
     ) -> _OneWay | None:
         path = request.target.split("?", 1)[0]
-        if request.method == "GET" and path in ("/health", "/stats") and not request.is_websocket:
-            document = {"status": "ok"} if path == "/health" else self.stats()
-            await _send_json(stream, http, 200, document)
+        operations = request.method == "GET" and not request.is_websocket
+        if operations and path == "/health":
+            await self._send_json(stream, http, 200, {"status": "ok"})
             return None
+        if operations and path == "/stats" and not self.config.stats_requires_manage:
+            await self._send_json(stream, http, 200, self.stats())
+            return None
+        # The Host header only selects a namespace; it never shapes an address the relay
+        # hands out (those come from public_address), and it must be a host to do even that.
         host = request.headers.get("host", "")
+        try:
+            normalize_namespace(host)
+        except InvalidUrlError as error:
+            raise _Refusal(400, f"The Host header is not a host name: {error}") from None
         namespace = self.config.namespace(host)
         if namespace is None:
             raise _Refusal(404, f"No namespace is served at host {host!r}", code="EndpointNotFound")
-        if path == _PRESENCE_PATH and request.method == "GET" and not request.is_websocket:
+        if operations and path == "/stats":  # with stats_requires_manage
+            self._verify_namespace(_operations_token(request), host, namespace)
+            await self._send_json(stream, http, 200, self.stats(namespace))
+            return None
+        if operations and path == _PRESENCE_PATH:
             await self._serve_presence(stream, http, request, namespace)
             return None
         scheme = (
@@ -456,9 +571,11 @@ class Relay:
         """
         target = f"http://{host}/{entity.name}"
         granting = self.config.keys_for(namespace, entity, right)
-        verdict = verify_sas_token(token, keys=granting, target=target, now=time.time())
+        now = time.time()
+        verdict = verify_sas_token(token, keys=granting, target=target, now=now)
         if verdict.valid:
             assert verdict.token is not None
+            self._check_lifetime(verdict.token.expiry, now)
             return float(verdict.token.expiry)
         # Signed by a rule without the right, or for another path (403), or not validly signed
         # at all (401)?
@@ -490,11 +607,11 @@ class Relay:
             limit = self.config.max_listeners_per_entity
             raise _Refusal(403, f"Quota exceeded: at most {limit} listeners per hybrid connection")
         answer, trailing = http.accept_websocket()
-        await stream.send(answer)
+        await self._write(stream, answer)
         channel = ServiceControlChannel(now=time.monotonic(), trailing=trailing)
         listener = _Listener(
             id=url.tracking_id or str(uuid.uuid4()),
-            socket=ChannelSocket(stream, channel),
+            socket=ChannelSocket(stream, channel, write_timeout=self.config.write_timeout),
             namespace=namespace,
             entity=entity,
             expires_at=expires_at,
@@ -517,7 +634,8 @@ class Relay:
         listeners.append(listener)
         self._entity_stats(namespace, entity)
         self._publish("online", listener)
-        logger.info("listener %s online on %s/%s", listener.id, namespace.name, entity.name)
+        shown_id = _loggable(listener.id)
+        logger.info("listener %s online on %s/%s", shown_id, namespace.name, entity.name)
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(self._expire_listener_token, listener)
@@ -525,17 +643,33 @@ class Relay:
                 tasks.cancel_scope.cancel()
         finally:
             listeners.remove(listener)
+            # Whoever waits on this listener hears at once that it is gone.
             for exchange in listener.exchanges.values():
                 exchange.answered.set()
+            for pending in listener.accepts:
+                pending.listener_lost = True
+                pending.settled.set()
             self._publish("offline", listener)
-            logger.info("listener %s offline on %s/%s", listener.id, namespace.name, entity.name)
+            if listener.socket.stalled:
+                logger.warning(
+                    "listener %s on %s/%s left the relay's writes unread for %g s: closed it",
+                    shown_id,
+                    namespace.name,
+                    entity.name,
+                    self.config.write_timeout,
+                )
+            logger.info("listener %s offline on %s/%s", shown_id, namespace.name, entity.name)
             with anyio.CancelScope(shield=True), suppress(_Refusal):
                 await self._run_hook(self.hooks.listener_disconnected, info)
 
     async def _expire_listener_token(self, listener: _Listener) -> None:
+        """Close the control channel with 1008 when its newest token expires."""
         while listener.expires_at is not None:
-            await anyio.sleep(max(0.0, listener.expires_at - time.time()))
-            if listener.expires_at is not None and time.time() >= listener.expires_at:
+            with anyio.CancelScope() as listener.expiry_wait:
+                await anyio.sleep(max(0.0, listener.expires_at - time.time()))
+            if listener.expiry_wait.cancel_called:
+                continue  # renewed: wait for the new token's expiry, sooner or later
+            if time.time() >= listener.expires_at:
                 listener.channel.close(1008, "The token expired", now=time.monotonic())
                 await listener.socket.flush()
                 return
@@ -555,10 +689,17 @@ class Relay:
                 listener.channel.close(1008, refusal.message[:120], now=time.monotonic())
             else:
                 listener.expires_at = expires_at
+                if listener.expiry_wait is not None:
+                    listener.expiry_wait.cancel()
 
     def _pick_listener(
-        self, namespace: NamespaceConfig, entity: EntityConfig, headers: Headers
+        self,
+        namespace: NamespaceConfig,
+        entity: EntityConfig,
+        headers: Headers,
+        tried: Collection[_Listener] = (),
     ) -> _Listener | None:
+        """A random eligible listener, other than those already ``tried``."""
         candidates = self._listeners.get((namespace.name.lower(), entity.name.lower()), [])
         allowed = _id_list(headers.get("microsoft-relay-allowedlisteners"))
         disallowed = _id_list(headers.get("microsoft-relay-disallowedlisteners"))
@@ -566,6 +707,7 @@ class Relay:
             listener
             for listener in candidates
             if listener.channel.state is ChannelState.OPEN
+            and listener not in tried
             and (not allowed or listener.id.lower() in allowed)
             and listener.id.lower() not in disallowed
         ]
@@ -588,35 +730,18 @@ class Relay:
             self.hooks.sender_connecting,
             _info("sender", request, remote, namespace, entity, url),
         )
-        listener = self._pick_listener(namespace, entity, request.headers)
-        if listener is None:
-            raise _Refusal(404, _no_listener(request.headers), code="EndpointNotFound")
-        rendezvous_id = secrets.token_urlsafe(24)
-        pending = _PendingAccept(
-            offered=request.subprotocols,
-            expires_at=time.monotonic() + self.config.rendezvous_timeout,
-        )
-        key = (namespace.name.lower(), entity.name.lower(), rendezvous_id)
-        self._accepts[key] = pending
-        host = request.headers.get("host", namespace.name)
-        address = (
-            f"{'wss' if url.secure else 'ws'}://{host}/$hc/{entity.name}{url.suffix}"
-            f"?{url.query + '&' if url.query else ''}sb-hc-action=accept&sb-hc-id={rendezvous_id}"
-        )
-        listener.channel.send_accept(
-            Accept(
-                address=address,
-                id=rendezvous_id,
-                connect_headers=forwarded_connect_headers(request.headers),
-                remote_endpoint=remote,
-            )
-        )
-        await listener.socket.flush()
-        try:
-            with anyio.move_on_after(self.config.rendezvous_timeout):
-                await pending.settled.wait()
-        finally:
-            self._accepts.pop(key, None)
+        expires_at = time.monotonic() + self.config.rendezvous_timeout
+        tried: set[_Listener] = set()
+        while True:
+            listener = self._pick_listener(namespace, entity, request.headers, tried)
+            if listener is None:
+                if tried:  # every listener it was offered to went away meanwhile
+                    raise _Refusal(504, "The listener went away before it accepted the connection")
+                raise _Refusal(404, _no_listener(request.headers), code="EndpointNotFound")
+            tried.add(listener)
+            pending = await self._offer(listener, request, remote, url, expires_at)
+            if not pending.listener_lost or time.monotonic() >= expires_at:
+                break
         try:
             if pending.rejection is not None:
                 status, description = pending.rejection
@@ -626,6 +751,44 @@ class Relay:
             return await self._join(stream, http, pending, namespace, entity)
         finally:
             pending.joined.set()
+
+    async def _offer(
+        self,
+        listener: _Listener,
+        request: IncomingRequest,
+        remote: RemoteEndpoint | None,
+        url: RelayUrl,
+        expires_at: float,
+    ) -> _PendingAccept:
+        """Announce a sender to ``listener`` and wait, until ``expires_at`` at most, for it to
+        open the rendezvous, reject it, or go away."""
+        namespace, entity = listener.namespace, listener.entity
+        rendezvous_id = secrets.token_urlsafe(24)
+        pending = _PendingAccept(offered=request.subprotocols, expires_at=expires_at)
+        key = (namespace.name.lower(), entity.name.lower(), rendezvous_id)
+        query = f"{url.query}&" if url.query else ""
+        address = self.public_address(namespace).url(
+            True,
+            f"/$hc/{entity.name}{url.suffix}?{query}sb-hc-action=accept&sb-hc-id={rendezvous_id}",
+        )
+        self._accepts[key] = pending
+        listener.accepts.add(pending)
+        try:
+            with anyio.move_on_after(max(0.0, expires_at - time.monotonic())):
+                listener.channel.send_accept(
+                    Accept(
+                        address=address,
+                        id=rendezvous_id,
+                        connect_headers=forwarded_connect_headers(request.headers),
+                        remote_endpoint=remote,
+                    )
+                )
+                await listener.socket.flush()
+                await pending.settled.wait()
+        finally:
+            self._accepts.pop(key, None)
+            listener.accepts.discard(pending)
+        return pending
 
     async def _serve_accept_rendezvous(
         self,
@@ -670,9 +833,9 @@ class Relay:
         listener_stream, listener_http, listener_request = pending.listener_socket
         subprotocol = listener_request.subprotocols[0] if listener_request.subprotocols else None
         answer, listener_trailing = listener_http.accept_websocket(subprotocol=subprotocol)
-        await listener_stream.send(answer)
+        await self._write(listener_stream, answer)
         answer, sender_trailing = sender_http.accept_websocket(subprotocol=subprotocol)
-        await sender_stream.send(answer)
+        await self._write(sender_stream, answer)
         now = time.monotonic()
         sender = ChannelSocket(
             sender_stream,
@@ -769,11 +932,11 @@ class Relay:
             raise _Refusal(502, _no_listener(request.headers), code="EndpointNotFound")
         request_id = secrets.token_urlsafe(24)
         headers = forwarded_request_headers(request.headers, token_header=token_header)
-        host = request.headers.get("host", namespace.name)
-        scheme = "wss" if url.secure else "ws"
         target = f"/{entity.name}{url.suffix}" + (f"?{url.query}" if url.query else "")
         message = Request(
-            address=f"{scheme}://{host}/$hc/{entity.name}?sb-hc-action=request&sb-hc-id={request_id}",
+            address=self.public_address(namespace).url(
+                True, f"/$hc/{entity.name}?sb-hc-action=request&sb-hc-id={request_id}"
+            ),
             id=request_id,
             request_target=target,
             method=request.method,
@@ -789,7 +952,7 @@ class Relay:
             and (length is None or (length.isdigit() and int(length) <= INLINE_BODY_LIMIT))
             and header_bytes <= INLINE_HEADERS_LIMIT
         )
-        await stream.send(http.continue_if_expected())
+        await self._write(stream, http.continue_if_expected())
         exchange = _HttpExchange(
             request_id=request_id, expires_at=time.monotonic() + self.config.request_timeout
         )
@@ -935,9 +1098,11 @@ class Relay:
         ):
             raise _Refusal(400, "Unknown or expired request rendezvous")
         answer, trailing = http.accept_websocket()
-        await stream.send(answer)
+        await self._write(stream, answer)
         socket = ChannelSocket(
-            stream, ServiceHttpRendezvous(now=time.monotonic(), trailing=trailing)
+            stream,
+            ServiceHttpRendezvous(now=time.monotonic(), trailing=trailing),
+            write_timeout=self.config.write_timeout,
         )
         exchange.rendezvous = socket
         exchange.answered.set()
@@ -958,10 +1123,10 @@ class Relay:
         self._authorize(request, url, namespace, entity, Right(0))
         listeners = self.listener_count(namespace.name, entity.name)
         created = self.started_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        host = request.headers.get("host", namespace.name)
+        address = self.public_address(namespace).url(False, f"/{entity.name}")
         body = (
             '<entry xmlns="http://www.w3.org/2005/Atom">'
-            f"<id>http://{xml_escape(host)}/{xml_escape(entity.name)}</id>"
+            f"<id>{xml_escape(address)}</id>"
             f'<title type="text">{xml_escape(entity.name)}</title>'
             f"<updated>{created}</updated>"
             '<content type="application/xml">'
@@ -975,10 +1140,11 @@ class Relay:
             "</HybridConnectionDescription></content></entry>"
         ).encode()
         headers = [("Content-Type", "application/atom+xml;type=entry;charset=utf-8")]
-        await stream.send(
+        await self._write(
+            stream,
             http.start_response(200, "OK", headers, content_length=len(body))
             + http.send_body(body)
-            + http.end_response()
+            + http.end_response(),
         )
 
     async def _serve_presence(
@@ -990,12 +1156,8 @@ class Relay:
     ) -> None:
         """Server-sent events of listeners going online and offline (needs Manage)."""
         host = request.headers.get("host", namespace.name)
-        query = request.target.partition("?")[2]
-        parameters = {k.lower(): v for k, v in parse_qsl(query)}
-        token, _header = request_token(request.headers, parameters, http=True)
-        if not token:
-            raise _Refusal(401, "A Manage token is required", code="TokenMissingOrInvalid")
-        wanted = parameters.get("entity")
+        token = _operations_token(request)
+        wanted = _query_parameters(request).get("entity")
         key: tuple[str, str] | None = None
         if wanted:
             entity = namespace.entity(wanted)
@@ -1033,10 +1195,25 @@ class Relay:
         for rule in namespace.rules:
             if Right.MANAGE in rule.rights:
                 keys.setdefault(rule.name, []).extend(rule.keys)
-        verdict = verify_sas_token(token, keys=keys, target=f"http://{host}/", now=time.time())
+        now = time.time()
+        verdict = verify_sas_token(token, keys=keys, target=f"http://{host}/", now=now)
         if not verdict.valid:
             raise _Refusal(
                 401, f"A namespace Manage token is required: {verdict.detail}", code="Unauthorized"
+            )
+        assert verdict.token is not None
+        self._check_lifetime(verdict.token.expiry, now)
+
+    def _check_lifetime(self, expiry: int, now: float) -> None:
+        """Refuse a valid token that expires further ahead than ``max_token_lifetime``: a
+        stolen token is then worth that long at most."""
+        limit = self.config.max_token_lifetime
+        if limit and expiry - now > limit:
+            raise _Refusal(
+                401,
+                f"The token expires in {expiry - now:.0f} s; this relay accepts tokens that "
+                f"expire within {limit:g} s: ask for a shorter-lived token",
+                code="TokenMissingOrInvalid",
             )
 
     def _publish(self, kind: str, listener: _Listener) -> None:
@@ -1050,7 +1227,25 @@ class Relay:
                 except anyio.WouldBlock:
                     subscriber.close()  # a subscriber that cannot keep up is dropped
 
-    # -- errors ------------------------------------------------------------------------------
+    # -- answers -----------------------------------------------------------------------------
+
+    async def _write(self, stream: anyio.abc.ByteStream, data: bytes) -> None:
+        """Write a short answer; a peer leaving it unread past the write timeout makes this
+        raise :class:`TimeoutError`, which ends its connection as the peer's doing."""
+        with anyio.fail_after(self.config.write_timeout):
+            await stream.send(data)
+
+    async def _send_json(
+        self, stream: anyio.abc.ByteStream, http: HttpServer, status: int, document: object
+    ) -> None:
+        body = json.dumps(document, indent=2).encode()
+        headers = [("Content-Type", "application/json")]
+        await self._write(
+            stream,
+            http.start_response(status, reason_phrase(status), headers, content_length=len(body))
+            + http.send_body(body)
+            + http.end_response(),
+        )
 
     async def _refuse(
         self,
@@ -1060,10 +1255,13 @@ class Relay:
         refusal: _Refusal,
     ) -> None:
         host = request.headers.get("host", "")
+        try:
+            tracker = normalize_namespace(host)
+        except InvalidUrlError:
+            tracker = "-"
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        reason = (
-            f"{refusal.message}. TrackingId:{uuid.uuid4()}, SystemTracker:{host}, Timestamp:{stamp}"
-        )
+        message = refusal.message.rstrip(". ")
+        reason = f"{message}. TrackingId:{uuid.uuid4()}, SystemTracker:{tracker}, Timestamp:{stamp}"
         reason = reason.replace("\r", " ").replace("\n", " ")
         body = b""
         headers: list[tuple[str, str]] = []
@@ -1072,16 +1270,34 @@ class Relay:
             headers.append(("Content-Type", "application/json"))
         logger.info(
             "refused %s %s: %s %s",
-            request.method,
-            redact_url(request.target),
+            _loggable(request.method),
+            _loggable(request.target),
             refusal.status,
-            refusal.message,
+            _loggable(refusal.message),
         )
         try:
-            await stream.send(http.refuse(refusal.status, reason, headers=headers, body=body))
-        except (LocalProtocolError, *STREAM_ERRORS):
+            await self._write(
+                stream, http.refuse(refusal.status, reason, headers=headers, body=body)
+            )
+        except (LocalProtocolError, TimeoutError, *STREAM_ERRORS):
             # A response already under way cannot be replaced: the connection just ends.
             return
+
+
+def _ended_by_peer(error: BaseException) -> bool:
+    """Whether ``error`` only says that a peer went away, stalled or broke HTTP (also when a
+    task group gathered several such errors)."""
+    gathered = getattr(error, "exceptions", None)  # an exception group, on every Python
+    if isinstance(gathered, tuple):
+        return all(_ended_by_peer(inner) for inner in gathered)
+    return isinstance(error, (_Abort, RemoteProtocolError, TimeoutError, *STREAM_ERRORS))
+
+
+def _loggable(text: str) -> str:
+    """Client-supplied text fit for one log line: tokens redacted, control characters (which
+    could forge log lines) escaped, cut short."""
+    shown = _UNPRINTABLE.sub(lambda match: f"\\x{ord(match[0]):02x}", redact_url(text))
+    return shown if len(shown) <= _LOGGED_LIMIT else shown[:_LOGGED_LIMIT] + "..."
 
 
 def _forwarder(
@@ -1238,16 +1454,23 @@ async def _read_body(stream: anyio.abc.ByteStream, http: HttpServer) -> bytes:
     return bytes(body)
 
 
-async def _send_json(
-    stream: anyio.abc.ByteStream, http: HttpServer, status: int, document: object
-) -> None:
-    body = json.dumps(document, indent=2).encode()
-    headers = [("Content-Type", "application/json")]
-    await stream.send(
-        http.start_response(status, reason_phrase(status), headers, content_length=len(body))
-        + http.send_body(body)
-        + http.end_response()
-    )
+def _half_the_descriptors() -> int:
+    """Half the descriptors this process may open (0, no limit, where that is unknown)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return 0
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 0 if soft == resource.RLIM_INFINITY else max(1, soft // 2)
+
+
+async def _turn_away(stream: anyio.abc.SocketStream, secure: bool) -> None:
+    """Answer a client over its address's connection cap with 429 (in plain text only: a TLS
+    handshake is what the cap spares), then close."""
+    with anyio.move_on_after(1.0), suppress(*STREAM_ERRORS):
+        if not secure:
+            await stream.send(_TOO_MANY_CONNECTIONS)
+    await anyio.aclose_forcefully(stream)
 
 
 def _remote_endpoint(stream: anyio.abc.ByteStream) -> RemoteEndpoint | None:
@@ -1280,6 +1503,18 @@ def _info(
         query=url.query,
         method=request.method,
     )
+
+
+def _query_parameters(request: IncomingRequest) -> dict[str, str]:
+    return {k.lower(): v for k, v in parse_qsl(request.target.partition("?")[2])}
+
+
+def _operations_token(request: IncomingRequest) -> str:
+    """The Manage token an operations request (``/$presence``, ``/stats``) carries."""
+    token, _header = request_token(request.headers, _query_parameters(request), http=True)
+    if not token:
+        raise _Refusal(401, "A Manage token is required", code="TokenMissingOrInvalid")
+    return token
 
 
 def _presence_event(kind: str, listener: _Listener, count: int) -> str:
@@ -1321,31 +1556,67 @@ async def serve_relay(
     """
     relay = Relay(config, hooks=hooks, secure=ssl_context is not None)
     listener = await anyio.create_tcp_listener(local_host=config.host, local_port=config.port)
+    default_cap = _half_the_descriptors()
     relay.port = int(listener.extra(anyio.abc.SocketAttribute.local_port))
 
     async def handle(stream: anyio.abc.SocketStream) -> None:
-        if ssl_context is None:
-            await relay.handle(stream)
+        remote = _remote_endpoint(stream)
+        address = remote.address if remote is not None else None
+        cap = relay.config.max_connections_per_address
+        if not relay._admission.enter(address, default_cap if cap is None else cap):
+            await _turn_away(stream, ssl_context is not None)
             return
         try:
-            with anyio.fail_after(_HEAD_TIMEOUT):
-                secure = await TLSStream.wrap(
-                    stream, server_side=True, ssl_context=ssl_context, standard_compatible=False
-                )
-        except (TimeoutError, ssl.SSLError, *STREAM_ERRORS):
-            await stream.aclose()
-            return
-        await relay.handle(secure)
+            if ssl_context is None:
+                await relay.handle(stream)
+                return
+            try:
+                with relay._admission.awaiting_head() as waiting, anyio.fail_after(_HEAD_TIMEOUT):
+                    secure = await TLSStream.wrap(
+                        stream, server_side=True, ssl_context=ssl_context, standard_compatible=False
+                    )
+            except (TimeoutError, ssl.SSLError, *STREAM_ERRORS):
+                await stream.aclose()
+                return
+            if waiting.cancelled_caught:  # shed while shaking hands
+                await stream.aclose()
+                return
+            await relay.handle(secure)
+        finally:
+            relay._admission.leave(address)
 
     async def accept(
         bound: anyio.abc.Listener[anyio.abc.SocketStream], connections: anyio.abc.TaskGroup
     ) -> None:
         assert isinstance(bound, anyio.abc.SocketListener)
+        pauses = 0
+        warned_at = -_RESOURCE_WARNING_INTERVAL
         while True:
             try:
                 stream = await bound.accept()
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 return
+            except OSError as error:
+                if error.errno not in _RESOURCE_ERRNOS:
+                    raise
+                # Out of descriptors (or memory): every connection being served goes on. Free
+                # some by shedding connections that have sent nothing yet, then try again.
+                if time.monotonic() - warned_at >= _RESOURCE_WARNING_INTERVAL:
+                    warned_at = time.monotonic()
+                    logger.warning(
+                        "cannot accept connections (%s): pausing, and closing idle connections "
+                        "that have not sent a request; raise the descriptor limit (ulimit -n) "
+                        "or lower max_connections_per_address",
+                        error.strerror or error,
+                    )
+                shed = relay._admission.shed()
+                logger.debug("shed %d idle connections", shed)
+                await anyio.sleep(_ACCEPT_PAUSES[min(pauses, len(_ACCEPT_PAUSES) - 1)])
+                pauses += 1
+                continue
+            if pauses:
+                logger.debug("accepting connections again after %d pauses", pauses)
+                pauses = 0
             connections.start_soon(handle, stream)
 
     async with anyio.create_task_group() as connections:

@@ -198,6 +198,8 @@ class ChannelSocket:
     """A stream and the kernel channel that speaks on it.
 
     With a :class:`Clock`, the clock keeps the channel's time; otherwise the reader does.
+    With ``write_timeout``, a peer that leaves a write unread that long is taken for dead: the
+    stream is closed (which ends the reader too) and :attr:`stalled` says why.
     :meth:`mark_released` tells :meth:`wait_released` that the task owning the socket is done
     with it.
     """
@@ -206,6 +208,7 @@ class ChannelSocket:
         "__weakref__",
         "_kept_until",
         "_released",
+        "_stalled",
         "_wait",
         "_wait_until",
         "_writer_done",
@@ -213,14 +216,22 @@ class ChannelSocket:
         "channel",
         "clock",
         "stream",
+        "write_timeout",
     )
 
     def __init__(
-        self, stream: anyio.abc.ByteStream, channel: WebSocketChannel, clock: Clock | None = None
+        self,
+        stream: anyio.abc.ByteStream,
+        channel: WebSocketChannel,
+        clock: Clock | None = None,
+        *,
+        write_timeout: float | None = None,
     ) -> None:
         self.stream = stream
         self.channel = channel
         self.clock = clock
+        self.write_timeout = write_timeout
+        self._stalled = False
         self._kept_until: float | None = None
         self._writing = False
         self._writer_done = LazyEvent()
@@ -240,7 +251,16 @@ class ChannelSocket:
         try:
             while data := self.channel.data_to_send():
                 try:
-                    await self.stream.send(data)
+                    if self.write_timeout is None:
+                        await self.stream.send(data)
+                    else:
+                        with anyio.fail_after(self.write_timeout):
+                            await self.stream.send(data)
+                except TimeoutError:
+                    self._stalled = True
+                    self.channel.receive_eof()
+                    await anyio.aclose_forcefully(self.stream)
+                    return
                 except STREAM_ERRORS:
                     self.channel.receive_eof()
                     return
@@ -323,6 +343,11 @@ class ChannelSocket:
             self.channel.close(code, reason, now=time.monotonic())
             await self.flush()
         self.mark_released()
+
+    @property
+    def stalled(self) -> bool:
+        """Whether the peer left a write unread past ``write_timeout``, and so was cut off."""
+        return self._stalled
 
     def mark_released(self) -> None:
         self._released.set()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -37,7 +36,6 @@ from hyco_transports.httpx import RelayAuth
 from .conftest import (
     CONFIG,
     ENTITY,
-    RENDEZVOUS_TIMEOUT,
     NodeScript,
     node_script,
     script_environment,
@@ -169,18 +167,17 @@ async def test_hyco_ws_sender_and_listener_through_the_tls_relay(tmp_path: Path)
 async def test_hyco_ws_reject_path_crashes_the_listener_and_our_sender_times_out(
     relay: Relay,
 ) -> None:
-    """hyco-ws's refusal hook throws ReferenceError: nothing reaches the relay, the process dies."""
+    """hyco-ws's refusal hook throws ReferenceError: nothing reaches the relay, the process dies,
+    and the relay answers the waiting sender 504 as soon as the listener's connection drops."""
     cs = sender_connection_string(relay)
     async with node_script("ws_listener.js", "refuse", env=listener_env(relay)) as listener:
-        started = time.monotonic()
         with pytest.raises(RelayTimeoutError) as timed_out:
             async with connect(cs):
                 pass
-        waited = time.monotonic() - started
         assert await listener.exit_code() != 0
         assert "ReferenceError: socket is not defined" in listener.stderr()
     assert timed_out.value.status_code == 504
-    assert waited >= RENDEZVOUS_TIMEOUT * 0.9
+    assert "The listener went away before it accepted the connection" in str(timed_out.value)
     with pytest.raises(ListenerUnavailableError) as gone:
         async with connect(cs):
             pass

@@ -207,7 +207,11 @@ INVALID: list[tuple[str, str, list[str]]] = [
     (
         "unknown namespace keys",
         ns_doc("dfault = true\nentitys = []"),
-        ["namespace #1 ('a')", "unknown keys 'dfault', 'entitys'", "name, default, rule, entity"],
+        [
+            "namespace #1 ('a')",
+            "unknown keys 'dfault', 'entitys'",
+            "name, default, public_url, rule, entity",
+        ],
     ),
     ("unknown entity key", entity_doc('name = "hc"\nrequires_auth = false'), ["'requires_auth'"]),
     (

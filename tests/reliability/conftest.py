@@ -82,6 +82,14 @@ class ThreadRelay:
         assert relay is not None
         return self.portal.call(relay.listener_count, "localhost", entity)
 
+    def reach_through(self, address: str) -> None:
+        """Have the relay hand out rendezvous addresses at ``address`` (a proxy in front of
+        it), as an operator does with ``public_url``; kept across restarts."""
+        relay = self._relay
+        assert relay is not None
+        self.config = replace(self.config, public_url=f"ws://{address}")
+        self.portal.call(relay.reconfigure, self.config)
+
 
 # Imports the command's modules, says so, then waits for a line on stdin before running the
 # command, so that a relay prepared ahead binds its port within milliseconds of being told to.
@@ -234,7 +242,9 @@ def relay(portal: BlockingPortal) -> Iterator[ThreadRelay]:
 
 @pytest.fixture
 def proxy(relay: ThreadRelay) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the relay, where its rendezvous addresses point."""
     with FaultProxy(relay.port) as running:
+        relay.reach_through(running.address)
         yield running
 
 

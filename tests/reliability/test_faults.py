@@ -574,7 +574,7 @@ def relay_a_stream(relay: ThreadRelay, proxy: FaultProxy, transport: Transport, 
         proxy.inject_next(action, kind, direction, after_bytes=MID_STREAM, counted=counted)
     stream = str(uuid.uuid4())
     # The listener reaches the relay directly; its rendezvous, like the sender, goes through
-    # the proxy (the relay names the address the sender used).
+    # the proxy (the relay's public address).
     with open_listener(
         listening,
         connection_string(relay.address),
