@@ -72,12 +72,14 @@ __all__ = [
     "ConfigWatcher",
     "EntityConfig",
     "NamespaceConfig",
+    "PublicAddress",
     "RelayConfig",
     "Right",
     "connection_string_for",
     "default_config",
     "load_config",
     "parse_config",
+    "parse_public_url",
 ]
 
 _SHOWN_LIMIT = 60

@@ -21,12 +21,14 @@ from hyco_relay.config import (
     ConfigWatcher,
     EntityConfig,
     NamespaceConfig,
+    PublicAddress,
     RelayConfig,
     Right,
     connection_string_for,
     default_config,
     load_config,
     parse_config,
+    parse_public_url,
 )
 
 KEY = "zQ9-SECRET-primary-Zm9vYmFyYmF6cXV4=="
@@ -133,6 +135,32 @@ def test_relay_table_and_optional_keys_take_their_defaults() -> None:
     assert (config.rendezvous_timeout, config.request_timeout) == (30.0, 60.0)
     assert not config.namespaces[0].default
     assert config.namespaces[0].entities[0].requires_client_authorization
+
+
+def test_hardening_settings_and_public_addresses_are_read() -> None:
+    config = parse_config(
+        "[relay]\n"
+        'public_url = "WSS://Relay.Example.com:8443/"\n'
+        "write_timeout = 2.5\n"
+        "max_connections_per_address = 0\n"
+        "max_token_lifetime = 3600\n"
+        "stats_requires_manage = true\n" + ns_doc('public_url = "http://[::1]:9000"')
+    )
+    assert (config.write_timeout, config.max_token_lifetime) == (2.5, 3600.0)
+    assert (config.max_connections_per_address, config.stats_requires_manage) == (0, True)
+    assert config.public_url is not None
+    assert parse_public_url(config.public_url) == PublicAddress(
+        secure=True, authority="relay.example.com:8443"
+    )
+    namespace_url = config.namespaces[0].public_url
+    assert namespace_url is not None
+    assert parse_public_url(namespace_url) == PublicAddress(secure=False, authority="[::1]:9000")
+    assert parse_public_url("sb://a.example").url(True, "/$hc/x") == "wss://a.example/$hc/x"
+    assert parse_public_url("ws://a.example:1").url(False, "/x") == "http://a.example:1/x"
+    defaults = parse_config(ns_doc())
+    assert defaults.public_url is None
+    assert defaults.max_connections_per_address is None  # half the descriptor limit
+    assert (defaults.max_token_lifetime, defaults.stats_requires_manage) == (0.0, False)
 
 
 def test_an_empty_secondary_key_counts_as_none() -> None:
@@ -252,6 +280,48 @@ INVALID: list[tuple[str, str, list[str]]] = [
     ("timeout inf", "[relay]\nrequest_timeout = inf\n" + ns_doc(), ["finite"]),
     ("timeout overflowing", "[relay]\nrequest_timeout = 1e400\n" + ns_doc(), ["finite"]),
     ("timeout huge integer", f"[relay]\nrequest_timeout = {10**400}\n" + ns_doc(), ["finite"]),
+    (
+        "public url without a scheme",
+        '[relay]\npublic_url = "relay.example.com"\n' + ns_doc(),
+        ["[relay]", "must start with wss://, https:// or sb://"],
+    ),
+    (
+        "public url with a path",
+        '[relay]\npublic_url = "wss://relay.example.com/x"\n' + ns_doc(),
+        ["no path, query or user name"],
+    ),
+    (
+        "public url with a user",
+        '[relay]\npublic_url = "https://me@relay.example.com"\n' + ns_doc(),
+        ["no path, query or user name"],
+    ),
+    (
+        "public url with a bad port",
+        '[relay]\npublic_url = "ws://relay.example.com:0"\n' + ns_doc(),
+        ["not a valid address", "port"],
+    ),
+    ("public url as number", "[relay]\npublic_url = 1\n" + ns_doc(), ["must be a string"]),
+    (
+        "namespace public url",
+        ns_doc('public_url = "ftp://x"'),
+        ["namespace #1", "must start with wss://"],
+    ),
+    ("write timeout zero", "[relay]\nwrite_timeout = 0\n" + ns_doc(), ["above zero"]),
+    (
+        "connection cap negative",
+        "[relay]\nmax_connections_per_address = -1\n" + ns_doc(),
+        ["0 (no limit) or more"],
+    ),
+    (
+        "token lifetime negative",
+        "[relay]\nmax_token_lifetime = -5\n" + ns_doc(),
+        ["0 for no limit"],
+    ),
+    (
+        "stats option as string",
+        '[relay]\nstats_requires_manage = "yes"\n' + ns_doc(),
+        ["must be true or false"],
+    ),
     (
         "namespace name missing",
         "[[namespace]]\ndefault = true",
