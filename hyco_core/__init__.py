@@ -102,6 +102,9 @@ from .messages import (
     encode_message,
     reason_phrase,
 )
+from .names import (
+    ascii_lower,
+)
 from .sas import (
     SAS_PREFIX,
     SasOutcome,
@@ -236,6 +239,7 @@ __all__ = [
     "accept_connection",
     "add_via",
     "append_relay_token",
+    "ascii_lower",
     "create_reject_uri",
     "create_relay_http_uri",
     "create_relay_listen_uri",

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, unquote_to_bytes
 
 from .errors import InvalidTokenError, InvalidUrlError, LocalProtocolError
+from .names import ascii_lower
 
 __all__ = [
     "SAS_PREFIX",
@@ -117,7 +118,7 @@ def relay_token_resource(uri: str) -> str:
         raise InvalidUrlError("the URI's path starts with '$hc' twice")
     entity = path.strip("/")
     first, _, remainder = entity.partition("/")
-    if first.lower() == "$hc":
+    if ascii_lower(first) == "$hc":
         entity = remainder.lstrip("/")
     return f"http://{host}/{entity}/" if entity else f"http://{host}/"
 
@@ -172,7 +173,7 @@ def parse_sas_token(token: str) -> SasToken:
     Raises :class:`InvalidTokenError` naming the faulty field; the message never contains the
     token or any field value.
     """
-    if token[: len(SAS_PREFIX)].lower() != SAS_PREFIX.lower():
+    if ascii_lower(token[: len(SAS_PREFIX)]) != ascii_lower(SAS_PREFIX):
         raise InvalidTokenError(f"a shared access signature must start with {SAS_PREFIX!r}")
     body = token[len(SAS_PREFIX) :]
     if not (body.isascii() and body.isprintable()) or " " in body:
@@ -186,7 +187,7 @@ def parse_sas_token(token: str) -> SasToken:
         name, separator, value = pair.partition("=")
         if not separator:
             raise InvalidTokenError(f"field {position} of the token has no '=' after its name")
-        name = name.lower()
+        name = ascii_lower(name)
         if name not in _FIELDS:
             continue
         if name in values:
@@ -405,7 +406,7 @@ def _split_uri(uri: str) -> tuple[str, str]:
     scheme, separator, rest = uri.partition("://")
     if not separator or "/" in scheme:
         rest = uri
-    elif scheme.lower() not in _SCHEMES:
+    elif ascii_lower(scheme) not in _SCHEMES:
         raise InvalidUrlError(
             f"unsupported scheme {_shown(scheme)}: a relay URI uses sb, http, https, ws or wss"
         )
@@ -426,7 +427,7 @@ def _split_uri(uri: str) -> tuple[str, str]:
             raise InvalidUrlError("the URI has no valid host")
     if port and not (port.isascii() and port.isdigit()):
         raise InvalidUrlError("the URI's port is not a number")
-    return host.lower(), slash + path
+    return ascii_lower(host), slash + path
 
 
 def _entity_of(uri: str) -> tuple[str, tuple[str, ...]]:
@@ -445,7 +446,7 @@ def _segments_of(path: str) -> tuple[str, ...]:
     for raw in path.split("/"):
         if not raw:
             continue
-        segment = (unquote(raw) if "%" in raw else raw).lower()
+        segment = ascii_lower(unquote(raw) if "%" in raw else raw)
         if segment in (".", ".."):
             raise InvalidUrlError("the URI's path has a '.' or '..' segment")
         segments.append(segment)

@@ -35,6 +35,7 @@ from .messages import (
     decode_message,
     encode_message,
 )
+from .names import ascii_lower
 
 __all__ = [
     "AUTHORIZATION_HEADERS",
@@ -87,7 +88,7 @@ def forwarded_request_headers(headers: Headers, *, token_header: str | None) -> 
     """An HTTP sender's headers as a listener sees them: no hop-by-hop, no relay credentials."""
     dropped = HOP_BY_HOP_HEADERS | AUTHORIZATION_HEADERS
     if token_header is not None:
-        dropped = dropped | {token_header.lower()}
+        dropped = dropped | {ascii_lower(token_header)}
     return headers.without(dropped)
 
 

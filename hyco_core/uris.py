@@ -31,6 +31,7 @@ from types import MappingProxyType
 from urllib.parse import quote, unquote, unquote_to_bytes
 
 from .errors import InvalidUrlError, LocalProtocolError
+from .names import ascii_lower
 from .sas import create_relay_token, encode_component
 
 __all__ = [
@@ -122,7 +123,7 @@ def normalize_namespace(namespace: str) -> str:
             ipaddress.IPv6Address(address)
         except ValueError:
             raise InvalidUrlError("the namespace's host is not a valid IPv6 address") from None
-        host = f"[{address.lower()}]"
+        host = f"[{ascii_lower(address)}]"
         if rest and not rest.startswith(":"):
             raise InvalidUrlError("the namespace's IPv6 address may only be followed by ':port'")
         separator, port = rest[:1], rest[1:]
@@ -135,7 +136,7 @@ def normalize_namespace(namespace: str) -> str:
                 "the namespace's host may only hold letters, digits, '-' and '_' in labels "
                 "separated by single dots"
             )
-        host = host.lower()
+        host = ascii_lower(host)
     if not separator:
         return host
     if not port.isdigit() or len(port) > 5 or not 1 <= int(port) <= 65535:
@@ -163,7 +164,7 @@ def validate_entity_path(path: str) -> None:
         )
     if "." in segments or ".." in segments:
         raise InvalidUrlError("the hybrid connection path must not have '.' or '..' segments")
-    if segments[0].lower() == _HC_SEGMENT:
+    if ascii_lower(segments[0]) == _HC_SEGMENT:
         raise InvalidUrlError(
             "the hybrid connection path must not start with '$hc', which the relay reserves"
         )
@@ -311,7 +312,7 @@ def parse_relay_url(url: str, *, entities: Collection[str] | None = None) -> Rel
     match = _URL.fullmatch(url)
     if match is None:
         raise _invalid(url, "is not an absolute URL of the form scheme://namespace/path")
-    scheme = match["scheme"].lower()
+    scheme = ascii_lower(match["scheme"])
     if scheme not in _SCHEMES:
         raise _invalid(url, "does not use wss or ws (WebSocket), or https or http (plain HTTP)")
     if match["fragment"] is not None:
@@ -324,7 +325,7 @@ def parse_relay_url(url: str, *, entities: Collection[str] | None = None) -> Rel
     if _BAD_ESCAPE.search(path):
         raise _invalid(url, "has a '%' in its path that is not followed by two hex digits")
     segments = path.split("/")[1:]
-    is_http = not (segments and unquote(segments[0]).lower() == _HC_SEGMENT)
+    is_http = not (segments and ascii_lower(unquote(segments[0])) == _HC_SEGMENT)
     if not is_http:
         segments = segments[1:]
     elif scheme in _WEBSOCKET_SCHEMES:
@@ -334,7 +335,7 @@ def parse_relay_url(url: str, *, entities: Collection[str] | None = None) -> Rel
     parameters = _relay_parameters(url, query)
     action = parameters.get("sb-hc-action")
     if action is not None:
-        action = action.lower()
+        action = ascii_lower(action)
         if action not in _ACTIONS:
             raise _invalid(url, "has an sb-hc-action other than listen, connect, accept or request")
     return RelayUrl(
@@ -370,6 +371,8 @@ def redact_url(url: str) -> str:
             shown.append(piece)
         elif not hiding:
             name, separator, _ = piece.partition("=")
+            # Looser than how a relay reads names (spaces, full Unicode case folding): hiding
+            # too much in a log costs nothing, hiding too little leaks a token.
             hiding = bool(separator) and unquote(name).strip().lower() in _SECRET_NAMES
             shown.append(f"{name}=***" if hiding else piece)
     return "".join(shown)
@@ -426,8 +429,8 @@ def _relay_name(name: str) -> str | None:
     """The lower-cased decoded name of a relay parameter, or ``None`` for a user parameter."""
     decoded = unquote(name)
     prefix = decoded[: len(_RELAY_PREFIX)]
-    if prefix.isascii() and prefix.lower() == _RELAY_PREFIX:
-        return decoded.lower()
+    if ascii_lower(prefix) == _RELAY_PREFIX:
+        return ascii_lower(decoded)
     return None
 
 
@@ -466,7 +469,7 @@ def _resolve_entity(
     """Split the path segments after ``$hc`` into the entity and the suffix."""
     if entities is None:
         return _entity_segment(url, segments[0] if segments else ""), _suffix_of(segments[1:])
-    wanted = {name.lower() for name in entities}
+    wanted = {ascii_lower(name) for name in entities}
     # Only as many segments as the deepest entity has can match, so a hostile path with many
     # segments costs no more than a short one.
     depth = max((name.count("/") + 1 for name in wanted), default=0)
@@ -478,7 +481,7 @@ def _resolve_entity(
             break
     for count in range(len(decoded), 0, -1):
         entity = "/".join(decoded[:count])
-        if entity.lower() in wanted:
+        if ascii_lower(entity) in wanted:
             return entity, _suffix_of(segments[count:])
     raise _invalid(url, "names no hybrid connection hosted here")
 

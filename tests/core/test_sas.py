@@ -701,3 +701,34 @@ def test_relay_tokens_verify_for_their_entity_and_its_sub_paths_only(
     if segments:
         sibling = "/".join([*segments[:-1], segments[-1] + "x"])
         assert verify(token, f"sb://{host}/{sibling}").outcome is SasOutcome.WRONG_RESOURCE
+
+
+KELVIN = "\u212a"
+
+
+@pytest.mark.parametrize(
+    ("resource", "target"),
+    [
+        (f"http://{NS}/{KELVIN}elvin", f"sb://{NS}/kelvin"),
+        (f"http://{NS}/kelvin", f"sb://{NS}/{KELVIN}elvin"),
+        (f"http://{NS}/%E2%84%AAelvin", f"sb://{NS}/kelvin"),
+        (f"http://{KELVIN}ontoso/hc1", "sb://kontoso/hc1"),
+        ("http://kontoso/hc1", f"sb://{KELVIN}ontoso/hc1"),
+    ],
+)
+def test_a_token_for_a_name_with_the_kelvin_sign_opens_no_ascii_name(
+    resource: str, target: str
+) -> None:
+    # str.lower() turns the Kelvin sign into 'k': names compare by ASCII case only.
+    verdict = verify(signed(encode_component(resource)), target)
+    assert verdict.outcome is SasOutcome.WRONG_RESOURCE
+
+
+def test_a_prefix_with_non_ascii_capitals_is_not_the_sas_prefix() -> None:
+    token = signed(encode_component(DOTNET_RESOURCE)).replace("Shared", "\u0130hared", 1)
+    assert verify(token).outcome is SasOutcome.MALFORMED
+
+
+def test_relay_token_resource_refuses_a_path_that_starts_with_hc_twice() -> None:
+    with pytest.raises(errors.InvalidUrlError, match="twice"):
+        relay_token_resource(f"wss://{NS}/$hc/$HC/hc1")

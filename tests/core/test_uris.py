@@ -472,3 +472,20 @@ def test_redact_url_changes_nothing_without_a_token(url: str) -> None:
     lowered = url.lower()
     assume("sb-hc-token" not in lowered and "sig" not in lowered)
     assert redact_url(url) == url
+
+
+KELVIN_ESCAPED = "%E2%84%AA"  # U+212A KELVIN SIGN, which str.lower() turns into 'k'
+
+
+def test_an_entity_spelled_with_the_kelvin_sign_is_not_the_ascii_entity() -> None:
+    with pytest.raises(InvalidUrlError, match="names no hybrid connection"):
+        parse_relay_url(f"wss://{NS}/$hc/{KELVIN_ESCAPED}elvin", entities=["kelvin"])
+    with pytest.raises(InvalidUrlError, match="names no hybrid connection"):
+        parse_relay_url(f"https://{NS}/{KELVIN_ESCAPED}elvin/x", entities=["Kelvin"])
+    assert parse_relay_url(f"wss://{NS}/$hc/KELVIN", entities=["kelvin"]).entity == "KELVIN"
+
+
+def test_a_parameter_spelled_with_the_kelvin_sign_is_not_the_token() -> None:
+    url = parse_relay_url(f"wss://{NS}/$hc/hc1?sb-hc-to{KELVIN_ESCAPED}en=SECRET")
+    assert url.token is None
+    assert "sb-hc-token" not in url.relay_parameters
