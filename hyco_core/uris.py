@@ -15,7 +15,9 @@ can agree on the same addresses. The rules:
   ``%`` not starting an escape, ...) are encoded; ``%XX`` escapes are kept, so nothing is ever
   encoded twice. Reading returns them exactly as they are in the URL.
 - Relay parameter values (``sb-hc-id``, ``sb-hc-token``, ``sb-hc-statusDescription``) are
-  encoded like JavaScript's ``encodeURIComponent``; reading decodes them (``+`` stays ``+``).
+  encoded like JavaScript's ``encodeURIComponent``. Reading decodes them as form values: ``+``
+  is a space, as .NET's ``WebUtility.UrlEncode`` and Python's ``urlencode`` write one (a real
+  ``+`` is always ``%2B``). User query items are never decoded.
 - A query item is a relay parameter when it has an ``=`` and its percent-decoded name starts
   with ``sb-hc-``, compared ASCII case-insensitively. The relay strips those before forwarding,
   and keeps every other item verbatim.
@@ -87,11 +89,12 @@ class RelayUrl:
     action: str | None
     """``sb-hc-action`` lower-cased (listen, connect, accept or request), or ``None``."""
     tracking_id: str | None
-    """``sb-hc-id``, decoded."""
+    """``sb-hc-id``, decoded (``+`` is a space)."""
     token: str | None = field(repr=False)
-    """``sb-hc-token``, decoded."""
+    """``sb-hc-token``, decoded (``+`` is a space)."""
     relay_parameters: Mapping[str, str] = field(repr=False, hash=False)
-    """Every ``sb-hc-*`` parameter: lower-cased name to decoded value (the token included)."""
+    """Every ``sb-hc-*`` parameter: lower-cased name to value, decoded as a form value (``+``
+    is a space, ``%XX`` a UTF-8 byte); the token included."""
     query: str
     """The user query as the relay forwards it (see :func:`strip_relay_query`), without ``?``."""
     is_http: bool
@@ -455,7 +458,8 @@ def _relay_parameters(url: str, query: str) -> dict[str, str]:
         if _BAD_ESCAPE.search(value):
             raise _invalid(url, f"has a '%' not followed by two hex digits in {_shown(relay_name)}")
         try:
-            parameters[relay_name] = unquote_to_bytes(value).decode("utf-8")
+            # Form encoding: senders write a space as '+' and a real '+' as %2B.
+            parameters[relay_name] = unquote_to_bytes(value.replace("+", " ")).decode("utf-8")
         except UnicodeDecodeError:
             raise _invalid(
                 url, f"has a {_shown(relay_name)} that does not decode to UTF-8"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import string
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlencode
 
 import pytest
 from hypothesis import assume, example, given
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from hyco_conformance.vectors import load_vectors
 from hyco_core.errors import InvalidUrlError, LocalProtocolError
-from hyco_core.sas import parse_sas_token, verify_sas_token
+from hyco_core.sas import create_relay_token, parse_sas_token, verify_sas_token
 from hyco_core.uris import (
     RelayUrl,
     append_relay_token,
@@ -489,3 +489,38 @@ def test_a_parameter_spelled_with_the_kelvin_sign_is_not_the_token() -> None:
     url = parse_relay_url(f"wss://{NS}/$hc/hc1?sb-hc-to{KELVIN_ESCAPED}en=SECRET")
     assert url.token is None
     assert "sb-hc-token" not in url.relay_parameters
+
+
+def test_a_reject_description_written_as_a_form_value_reads_with_spaces() -> None:
+    # .NET's WebUtility.UrlEncode writes the description's spaces as '+'.
+    accept = f"wss://{NS}/$hc/hc1?sb-hc-action=accept&sb-hc-id=abc"
+    url = parse_relay_url(f"{accept}&sb-hc-statusCode=403&sb-hc-statusDescription=go+away+now")
+    assert url.relay_parameters["sb-hc-statusdescription"] == "go away now"
+    assert url.relay_parameters["sb-hc-statuscode"] == "403"
+    spelled = parse_relay_url(f"{accept}&sb-hc-statusDescription=1%2B1%20is+2")
+    assert spelled.relay_parameters["sb-hc-statusdescription"] == "1+1 is 2"
+
+
+def test_a_token_written_by_urlencode_reads_back_exactly_and_verifies() -> None:
+    token = create_relay_token(f"https://{NS}/hc1", "RootManageSharedAccessKey", "KEY+/=", now=0)
+    query = urlencode({"sb-hc-token": token, "sb-hc-id": "a b"})
+    assert "+" in query
+    url = parse_relay_url(f"wss://{NS}/$hc/hc1?sb-hc-action=listen&{query}")
+    assert url.token == token
+    assert url.tracking_id == "a b"
+    verdict = verify_sas_token(
+        token, keys={"RootManageSharedAccessKey": ["KEY+/="]}, target=f"sb://{NS}/hc1", now=1
+    )
+    assert verdict.valid
+
+
+def test_user_query_items_keep_their_plus_signs() -> None:
+    url = parse_relay_url(f"https://{NS}/hc1?q=a+b&sb-hc-id=c+d&r=%2B")
+    assert url.query == "q=a+b&r=%2B"
+    assert url.tracking_id == "c d"
+
+
+@given(st.text(alphabet=st.characters(exclude_categories=["Cs"])))
+def test_any_relay_parameter_value_written_by_urlencode_reads_back(value: str) -> None:
+    url = parse_relay_url(f"wss://{NS}/$hc/hc1?{urlencode({'sb-hc-id': value})}")
+    assert url.tracking_id == value
