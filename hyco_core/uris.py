@@ -83,7 +83,8 @@ class RelayUrl:
     namespace: str
     """``host[:port]`` with the host lower-cased; the port only when the URL names one."""
     entity: str
-    """The hybrid connection path, percent-decoded, spelled as in the URL."""
+    """The hybrid connection path, percent-decoded, spelled as in the URL; empty segments
+    before and inside it (``//hc1``, ``/$hc//hc1``) are left out."""
     suffix: str
     """The path after the entity, as in the URL: empty or starting with ``/``."""
     action: str | None
@@ -302,7 +303,9 @@ def parse_relay_url(url: str, *, entities: Collection[str] | None = None) -> Rel
     ``https`` addresses are the plain-HTTP sender form without it (if they have it anyway,
     ``is_http`` is false). Without ``entities`` the entity is the first path segment after
     ``$hc``; with them (the hybrid connections a relay hosts) it is the longest run of leading
-    segments that, decoded, equals one of them case-insensitively, and the rest is the suffix.
+    segments that, decoded, equals one of them ASCII case-insensitively, and the rest is the
+    suffix. Empty segments before ``$hc``, before the entity and inside it are skipped
+    (``wss://ns//$hc//hc1`` names ``hc1``); ``.`` and ``..`` segments are refused.
 
     Raises :class:`InvalidUrlError` naming the problem: characters that must be encoded, a
     missing host, an unsupported scheme, a bad port, a fragment, no entity (or none of
@@ -327,10 +330,10 @@ def parse_relay_url(url: str, *, entities: Collection[str] | None = None) -> Rel
     path = match["path"]
     if _BAD_ESCAPE.search(path):
         raise _invalid(url, "has a '%' in its path that is not followed by two hex digits")
-    segments = path.split("/")[1:]
+    segments = _from_first_named(path.split("/")[1:])
     is_http = not (segments and ascii_lower(unquote(segments[0])) == _HC_SEGMENT)
     if not is_http:
-        segments = segments[1:]
+        segments = _from_first_named(segments[1:])
     elif scheme in _WEBSOCKET_SCHEMES:
         raise _invalid(url, "does not start its path with /$hc/, as WebSocket addresses must")
     entity, suffix = _resolve_entity(url, segments, entities)
@@ -470,7 +473,11 @@ def _relay_parameters(url: str, query: str) -> dict[str, str]:
 def _resolve_entity(
     url: str, segments: list[str], entities: Collection[str] | None
 ) -> tuple[str, str]:
-    """Split the path segments after ``$hc`` into the entity and the suffix."""
+    """Split the path segments after ``$hc`` into the entity and the suffix.
+
+    ``segments`` starts with a non-empty one (if any). Empty segments inside an entity name
+    are skipped as well; the suffix keeps its own as they are.
+    """
     if entities is None:
         return _entity_segment(url, segments[0] if segments else ""), _suffix_of(segments[1:])
     wanted = {ascii_lower(name) for name in entities}
@@ -478,16 +485,31 @@ def _resolve_entity(
     # segments costs no more than a short one.
     depth = max((name.count("/") + 1 for name in wanted), default=0)
     decoded: list[str] = []
-    for raw in segments[:depth]:
+    ends: list[int] = []
+    for index, raw in enumerate(segments):
+        if len(decoded) == depth:
+            break
+        if not raw:
+            continue
         try:
             decoded.append(_entity_segment(url, raw))
         except InvalidUrlError:
             break
+        ends.append(index + 1)
     for count in range(len(decoded), 0, -1):
         entity = "/".join(decoded[:count])
         if ascii_lower(entity) in wanted:
-            return entity, _suffix_of(segments[count:])
+            return entity, _suffix_of(segments[ends[count - 1] :])
     raise _invalid(url, "names no hybrid connection hosted here")
+
+
+def _from_first_named(segments: list[str]) -> list[str]:
+    """``segments`` from the first non-empty one: portal connection strings end in ``/``, so
+    clients send ``//entity`` and ``/$hc//entity``, and those empty segments mean nothing."""
+    for index, segment in enumerate(segments):
+        if segment:
+            return segments[index:]
+    return []
 
 
 def _entity_segment(url: str, raw: str) -> str:

@@ -825,3 +825,19 @@ def test_the_detail_of_a_valid_token_names_its_rule() -> None:
     assert named.valid
     assert "its rule" in named.detail
     assert "x+y" not in named.detail
+
+
+@pytest.mark.parametrize(
+    ("resource", "target", "outcome"),
+    [
+        (f"http://{NS}/hc1/", f"http://{NS}//hc1", SasOutcome.VALID),
+        (f"http://{NS}/hc1/", f"wss://{NS}//$hc//hc1/x", SasOutcome.VALID),
+        (f"http://{NS}/a/b", f"http://{NS}//a", SasOutcome.WRONG_RESOURCE),
+        (f"http://{NS}/a/b", f"http://{NS}/a//", SasOutcome.WRONG_RESOURCE),
+        (f"http://{NS}//a", f"http://{NS}/a/b", SasOutcome.VALID),
+        (f"http://{NS}/hc1/", f"http://{NS}//hc2", SasOutcome.WRONG_RESOURCE),
+        (f"http://{NS}/hc1/", f"http://{NS}//hc1/..", SasOutcome.WRONG_RESOURCE),
+    ],
+)
+def test_empty_segments_widen_no_token(resource: str, target: str, outcome: SasOutcome) -> None:
+    assert verify(signed(encode_component(resource)), target).outcome is outcome

@@ -524,3 +524,59 @@ def test_user_query_items_keep_their_plus_signs() -> None:
 def test_any_relay_parameter_value_written_by_urlencode_reads_back(value: str) -> None:
     url = parse_relay_url(f"wss://{NS}/$hc/hc1?{urlencode({'sb-hc-id': value})}")
     assert url.tracking_id == value
+
+
+@pytest.mark.parametrize(
+    ("url", "entity", "suffix", "is_http"),
+    [
+        (f"https://{NS}//hc1", "hc1", "", True),
+        (f"https://{NS}///hc1/api//x?q=1", "hc1", "/api//x", True),
+        (f"wss://{NS}/$hc//hc1?sb-hc-action=listen", "hc1", "", False),
+        (f"wss://{NS}//$hc/hc1?sb-hc-action=connect", "hc1", "", False),
+        (f"wss://{NS}//$hc///hc1/sub", "hc1", "/sub", False),
+        (f"wss://{NS}/$hc//a//b/c", "a/b", "/c", False),
+        (f"https://{NS}//A//B//c", "A/B", "//c", True),
+        (f"https://{NS}//a/c", "a", "/c", True),
+    ],
+)
+def test_empty_segments_before_and_inside_the_entity_are_skipped(
+    url: str, entity: str, suffix: str, is_http: bool
+) -> None:
+    parsed = parse_relay_url(url, entities=["hc1", "a", "a/b"])
+    assert (parsed.entity, parsed.suffix, parsed.is_http) == (entity, suffix, is_http)
+    if entity == "hc1":
+        assert parse_relay_url(url).entity == "hc1"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"wss://{NS}/$hc//",
+        f"wss://{NS}//",
+        f"https://{NS}//",
+        f"wss://{NS}/$hc//./hc1",
+        f"wss://{NS}/$hc//../hc1",
+        f"https://{NS}//%2E%2E/hc1",
+        f"wss://{NS}/.//$hc/hc1",
+    ],
+)
+def test_empty_segments_never_hide_an_empty_or_dot_entity(url: str) -> None:
+    with pytest.raises(InvalidUrlError):
+        parse_relay_url(url)
+    with pytest.raises(InvalidUrlError):
+        parse_relay_url(url, entities=["hc1"])
+
+
+@given(st.integers(0, 3), st.integers(0, 3), st.integers(0, 3))
+def test_a_token_for_an_entity_opens_it_however_many_slashes_the_address_has(
+    before: int, after: int, inside: int
+) -> None:
+    url = f"wss://{NS}/{'/' * before}$hc/{'/' * after}a/{'/' * inside}b"
+    parsed = parse_relay_url(url, entities=["a", "a/b"])
+    assert parsed.entity == "a/b"
+    token = create_relay_token(f"sb://{NS}/a/b", "Rule", "KEY", now=0)
+    keys = {"Rule": ["KEY"]}
+    assert verify_sas_token(token, keys=keys, target=url, now=1).valid
+    # The relay's target is built from the entity it resolved: the same verdict.
+    target = f"http://{NS}/{parsed.entity}"
+    assert verify_sas_token(token, keys=keys, target=target, now=1).valid
