@@ -153,12 +153,12 @@ class ClientHandshake:
                 return HandshakeRefused(
                     status_code=self._refusal.status_code,
                     reason=self._refusal.reason.decode("latin-1"),
-                    headers=_headers(self._refusal.headers),
+                    headers=_headers(self._refusal),
                     body=bytes(self._body),
                 )
 
     def _accepted(self, response: h11.InformationalResponse) -> HandshakeAccepted:
-        headers = _headers(response.headers)
+        headers = _headers(response)
         if headers.get("upgrade", "").lower() != "websocket":
             raise RemoteProtocolError("the server switched to a protocol other than WebSocket")
         if headers.get("sec-websocket-accept", "").encode("latin-1") != accept_key(self._key):
@@ -238,7 +238,7 @@ class HttpServer:
         except h11.RemoteProtocolError as exc:
             raise RemoteProtocolError(f"malformed HTTP request: {exc}") from None
         if isinstance(event, h11.Request):
-            headers = _headers(event.headers)
+            headers = _headers(event)
             offered = headers.get("sec-websocket-protocol", "")
             self._request = IncomingRequest(
                 method=event.method.decode("ascii"),
@@ -365,8 +365,13 @@ class HttpServer:
         return self._request
 
 
-def _headers(raw: Sequence[tuple[bytes, bytes]]) -> Headers:
-    return Headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw)
+def _headers(event: h11.Request | h11.Response | h11.InformationalResponse) -> Headers:
+    # h11 lower-cases the names it hands out; raw_items() keeps them as the peer spelled them,
+    # which a listener sees in connectHeaders / requestHeaders (lookups ignore case anyway).
+    return Headers(
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in event.headers.raw_items()
+    )
 
 
 @dataclass(frozen=True, slots=True)

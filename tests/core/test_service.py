@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from hyco_core import (
@@ -36,6 +38,7 @@ from hyco_core import (
     UnknownContentIgnored,
     WebSocketChannel,
     add_via,
+    encode_message,
     forwarded_connect_headers,
     forwarded_request_headers,
     request_token,
@@ -370,3 +373,45 @@ def test_forwarded_headers_lose_credentials_and_hop_by_hop_headers() -> None:
 def test_via_names_the_relay() -> None:
     assert add_via(Headers({"A": "1"}), "ns.example")["Via"] == "1.1 ns.example"
     assert add_via(Headers({"via": "1.0 proxy"}), "ns")["via"] == "1.0 proxy, 1.1 ns"
+
+
+def _read_head(data: bytes) -> IncomingRequest:
+    http = HttpServer()
+    http.receive_data(data)
+    request = http.next_event()
+    assert isinstance(request, IncomingRequest)
+    return request
+
+
+def test_a_senders_header_reaches_the_listener_spelled_as_sent() -> None:
+    upgrade = _read_head(
+        b"GET /$hc/hc1 HTTP/1.1\r\nHost: ns\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"X-Custom-Header: a\r\nx-CUSTOM-header: b\r\nServiceBusAuthorization: t\r\n\r\n"
+    )
+    assert upgrade.is_websocket
+    assert upgrade.headers["x-custom-header"] == "a, b"
+    accept = Accept(
+        address="wss://ns/$hc/hc1?sb-hc-action=accept&sb-hc-id=1",
+        id="1",
+        connect_headers=forwarded_connect_headers(upgrade.headers),
+    )
+    connect_headers = json.loads(encode_message(accept))["accept"]["connectHeaders"]
+    assert connect_headers["X-Custom-Header"] == "a, b"
+    assert "Sec-WebSocket-Key" in connect_headers
+    assert "ServiceBusAuthorization" not in connect_headers
+
+    plain = _read_head(
+        b"POST /hc1 HTTP/1.1\r\nHost: ns\r\nContent-Length: 0\r\nX-Custom-Header: c\r\n"
+        b"Content-Type: text/plain\r\n\r\n"
+    )
+    request = Request(
+        address="wss://ns/$hc/hc1?sb-hc-action=request&sb-hc-id=2",
+        id="2",
+        request_target="/hc1",
+        method="POST",
+        request_headers=forwarded_request_headers(plain.headers, token_header=None),
+        body=False,
+    )
+    request_headers = json.loads(encode_message(request))["request"]["requestHeaders"]
+    assert request_headers == {"X-Custom-Header": "c", "Content-Type": "text/plain"}

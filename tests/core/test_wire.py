@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,6 +12,8 @@ from hyco_core._wire import (
     BodyEnd,
     BodyPiece,
     ClientHandshake,
+    HandshakeAccepted,
+    HandshakeRefused,
     HttpServer,
     IncomingRequest,
     accept_key,
@@ -157,3 +161,21 @@ def test_server_on_any_bytes_reads_or_raises_remote_errors(data: bytes) -> None:
         server.next_event()
     except RemoteProtocolError:
         pass
+
+
+def test_a_servers_answer_keeps_the_spelling_of_its_header_names() -> None:
+    refused = ClientHandshake(url="ws://relay/$hc/hc1", nonce=NONCE)
+    outcome = refused.receive_data(
+        b"HTTP/1.1 404 Not Found\r\nX-Tracking-Id: 7\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert isinstance(outcome, HandshakeRefused)
+    assert list(outcome.headers) == ["X-Tracking-Id", "Content-Length"]
+    accepted = ClientHandshake(url="ws://relay/$hc/hc1", nonce=NONCE)
+    key = accept_key(base64.b64encode(NONCE)).decode()
+    outcome = accepted.receive_data(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        + f"Sec-WebSocket-Accept: {key}\r\nX-Relay-Thing: 1\r\n\r\n".encode()
+    )
+    assert isinstance(outcome, HandshakeAccepted)
+    assert "X-Relay-Thing" in list(outcome.headers)
+    assert outcome.headers["x-relay-thing"] == "1"
