@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -18,7 +19,7 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.frame_protocol import CloseReason
 
-from .errors import InvalidUrlError, LocalProtocolError, RemoteProtocolError
+from .errors import InvalidRequestError, InvalidUrlError, LocalProtocolError, RemoteProtocolError
 from .messages import Headers
 
 __all__ = [
@@ -43,6 +44,13 @@ __all__ = [
 _WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_REFUSAL_BODY = 64 * 1024
 _DEFAULT_PORTS = {"ws": 80, "wss": 443, "http": 80, "https": 443}
+# h11 ends a request head at the first blank line, with or without its CR.
+_HEAD_END = re.compile(rb"\n\r?\n")
+# A header line that starts with a space or a tab continues the previous one (obs-fold).
+_FOLDED_LINE = re.compile(rb"\n[ \t]")
+# h11 quotes the offending bytes after ": b'" (or ": bytearray(b'"): they may hold a token
+# from the request line.
+_QUOTED_BYTES = re.compile(r": (?:bytearray\()?b['\"]")
 
 
 def accept_key(key: bytes) -> bytes:
@@ -215,29 +223,136 @@ class BodyEnd:
     """The request body (possibly empty) is complete."""
 
 
+class _HeadWatch:
+    """Checks the raw bytes of one request head, which h11 does not show, as they arrive.
+
+    A head is refused when it grows beyond ``max_head_bytes`` (431), when its request target
+    is longer than ``max_target_bytes`` (414), or when a header line is folded (400), however
+    the head is cut into reads. Every search covers only the bytes new in a read.
+    """
+
+    __slots__ = (
+        "_data",
+        "_line_end",
+        "_max_head_bytes",
+        "_max_target_bytes",
+        "_target_end",
+        "_target_start",
+        "complete",
+    )
+
+    def __init__(self, *, max_head_bytes: int, max_target_bytes: int) -> None:
+        self._data = bytearray()
+        self._line_end = -1
+        self._target_start = -1
+        self._target_end = -1
+        self._max_head_bytes = max_head_bytes
+        self._max_target_bytes = max_target_bytes
+        self.complete = False
+
+    def feed(self, data: bytes) -> InvalidRequestError | None:
+        """Take the next bytes of the head; return why it must be refused, once that shows."""
+        start = len(self._data)
+        # One byte more than a head may have tells a head that is too large.
+        self._data += data[: self._max_head_bytes + 1 - start]
+        head = self._data
+        end_match = _HEAD_END.search(head, max(0, start - 2))
+        end = end_match.end() if end_match else len(head)
+        if _FOLDED_LINE.search(head, max(0, start - 1), end):
+            return InvalidRequestError(
+                "the request folds a header line over two (obs-fold, RFC 9112 5.2)"
+            )
+        if self._target_too_long(start):
+            return InvalidRequestError(
+                f"the request target is longer than {self._max_target_bytes} bytes",
+                status_code=414,
+            )
+        if end > self._max_head_bytes:
+            return InvalidRequestError(
+                f"the request head is larger than {self._max_head_bytes} bytes", status_code=431
+            )
+        if end_match:
+            self.complete = True
+        return None
+
+    def _target_too_long(self, start: int) -> bool:
+        head = self._data
+        if self._line_end < 0:
+            self._line_end = head.find(b"\n", start)
+        line_stop = self._line_end if self._line_end >= 0 else len(head)
+        # The request line is "method SP target SP version": the target lies between the spaces.
+        if self._target_start < 0:
+            space = head.find(b" ", start, line_stop)
+            if space < 0:
+                return False
+            self._target_start = space + 1
+        if self._target_end < 0:
+            space = head.find(b" ", max(start, self._target_start), line_stop)
+            self._target_end = space
+        target_stop = self._target_end if self._target_end >= 0 else line_stop
+        return target_stop - self._target_start > self._max_target_bytes
+
+
 class HttpServer:
     """The server end of one HTTP/1.1 connection, on h11: requests in, responses or an upgrade out.
 
     A connection carries requests one after the other (keep-alive) until either side closes it or
-    it switches to WebSocket.
+    it switches to WebSocket. A request head that must be refused makes :meth:`next_event`
+    raise :class:`~hyco_core.errors.InvalidRequestError` (now and on every later call), whose
+    ``status_code`` is the answer to give before closing: a head larger than
+    ``max_header_bytes`` (431) or with a request target longer than ``max_target_bytes`` (414),
+    however it is cut into reads; a folded header line, or both ``Content-Length`` and
+    ``Transfer-Encoding`` (which could smuggle a second request past a proxy, RFC 9112 6.1), or
+    anything else malformed (400).
     """
 
-    def __init__(self, *, max_header_bytes: int = 64 * 1024) -> None:
+    def __init__(
+        self, *, max_header_bytes: int = 64 * 1024, max_target_bytes: int = 16 * 1024
+    ) -> None:
         self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
+        self._max_header_bytes = max_header_bytes
+        self._max_target_bytes = max_target_bytes
+        self._watch: _HeadWatch | None = self._new_watch()
+        self._refusal: InvalidRequestError | None = None
         self._request: IncomingRequest | None = None
         self._bodyless = False
 
+    def _new_watch(self) -> _HeadWatch:
+        return _HeadWatch(
+            max_head_bytes=self._max_header_bytes, max_target_bytes=self._max_target_bytes
+        )
+
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the client; ``b""`` means it closed its side."""
+        if self._refusal is not None:
+            return  # nothing after a refused head is ever read
+        if self._watch is not None and data:
+            self._watch_head(data)
         self._http.receive_data(data)
+
+    def _watch_head(self, data: bytes) -> None:
+        assert self._watch is not None
+        self._refusal = self._watch.feed(data)
+        if self._watch.complete:
+            self._watch = None
 
     def next_event(self) -> IncomingRequest | BodyPiece | BodyEnd | None:
         """The next thing the client sent, or ``None`` when more bytes are needed first."""
+        if self._refusal is not None:
+            raise self._refusal
         try:
             event = self._http.next_event()
         except h11.RemoteProtocolError as exc:
-            raise RemoteProtocolError(f"malformed HTTP request: {exc}") from None
+            self._refusal = _invalid_request(exc)
+            raise self._refusal from None
         if isinstance(event, h11.Request):
+            names = {name for name, _ in event.headers}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                self._refusal = InvalidRequestError(
+                    "the request has both Content-Length and Transfer-Encoding, so its body "
+                    "has no single length (RFC 9112 6.1)"
+                )
+                raise self._refusal
             headers = _headers(event)
             offered = headers.get("sec-websocket-protocol", "")
             self._request = IncomingRequest(
@@ -270,7 +385,7 @@ class HttpServer:
                 if event is h11.NEED_DATA:
                     raise LocalProtocolError("the upgrade request has not been read to its end")
         except h11.RemoteProtocolError as exc:
-            raise RemoteProtocolError(f"malformed HTTP request: {exc}") from None
+            raise _invalid_request(exc) from None
         key = request.headers["sec-websocket-key"].encode("latin-1")
         headers = [
             (b"Upgrade", b"websocket"),
@@ -356,6 +471,11 @@ class HttpServer:
         if self._http.our_state is h11.DONE and self._http.their_state is h11.DONE:
             self._http.start_next_cycle()
             self._request = None
+            # A pipelining client's next head may already wait in h11's buffer, unwatched.
+            self._watch = self._new_watch()
+            pending, _closed = self._http.trailing_data
+            if pending:
+                self._watch_head(pending)
             return True
         return False
 
@@ -363,6 +483,13 @@ class HttpServer:
         if self._request is None:
             raise LocalProtocolError("no request has been read yet")
         return self._request
+
+
+def _invalid_request(exc: h11.RemoteProtocolError) -> InvalidRequestError:
+    problem = _QUOTED_BYTES.split(str(exc), maxsplit=1)[0]
+    return InvalidRequestError(
+        f"malformed HTTP request: {problem}", status_code=exc.error_status_hint
+    )
 
 
 def _headers(event: h11.Request | h11.Response | h11.InformationalResponse) -> Headers:

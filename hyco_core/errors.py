@@ -17,6 +17,7 @@ __all__ = [
     "ConnectionStringError",
     "EndpointNotFoundError",
     "HycoError",
+    "InvalidRequestError",
     "InvalidTokenError",
     "InvalidUrlError",
     "ListenerUnavailableError",
@@ -57,6 +58,20 @@ class RemoteProtocolError(HycoError):
     def __init__(self, message: str, *, close_code: int = 1002) -> None:
         super().__init__(message)
         self.close_code = close_code
+
+
+class InvalidRequestError(RemoteProtocolError):
+    """An HTTP client sent a request head a server must refuse; answer ``status_code``, then
+    close the connection.
+
+    400: malformed, folded (obs-fold) or ambiguously framed (``Content-Length`` with
+    ``Transfer-Encoding``); 414: request target too long; 431: head too large; 501: a transfer
+    coding other than chunked. The message never quotes the request.
+    """
+
+    def __init__(self, message: str, *, status_code: int = 400) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 class ConnectionClosed(HycoError):
