@@ -38,6 +38,8 @@ __all__ = [
     "HttpServer",
     "IncomingRequest",
     "accept_key",
+    "encode_header_text",
+    "is_sendable_header_text",
     "split_websocket_url",
 ]
 
@@ -48,6 +50,9 @@ _DEFAULT_PORTS = {"ws": 80, "wss": 443, "http": 80, "https": 443}
 _HEAD_END = re.compile(rb"\n\r?\n")
 # A header line that starts with a space or a tab continues the previous one (obs-fold).
 _FOLDED_LINE = re.compile(rb"\n[ \t]")
+# Control characters (Unicode category Cc) but HTAB, and lone surrogates (no UTF-8 form): CR
+# and LF would end the header line, and no HTTP recipient expects the others in a field.
+_UNSENDABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
 # h11 quotes the offending bytes after ": b'" (or ": bytearray(b'"): they may hold a token
 # from the request line.
 _QUOTED_BYTES = re.compile(r": (?:bytearray\()?b['\"]")
@@ -56,6 +61,30 @@ _QUOTED_BYTES = re.compile(r": (?:bytearray\()?b['\"]")
 def accept_key(key: bytes) -> bytes:
     """The ``Sec-WebSocket-Accept`` value a server derives from the client's key (RFC 6455)."""
     return base64.b64encode(hashlib.sha1(key + _WEBSOCKET_GUID, usedforsecurity=False).digest())
+
+
+def is_sendable_header_text(text: str) -> bool:
+    """Whether ``text`` can be a header value or reason phrase: no control character other
+    than HTAB, no lone surrogate."""
+    return _UNSENDABLE.search(text) is None
+
+
+def encode_header_text(text: str) -> bytes:
+    """The bytes a header value or reason phrase goes out as.
+
+    Latin-1 when every character has a Latin-1 byte: HTTP clients (browsers' fetch, Python's
+    http.client, h11) read header bytes as Latin-1, so ``café`` arrives as ``café``. Other
+    text has no such byte form and goes as UTF-8, the encoding a reader can still recover.
+    Raises :class:`LocalProtocolError` for text :func:`is_sendable_header_text` refuses.
+    """
+    if not is_sendable_header_text(text):
+        raise LocalProtocolError(
+            "header text must not hold control characters other than tab, or lone surrogates"
+        )
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
 
 
 def split_websocket_url(url: str) -> tuple[str, str]:
@@ -435,17 +464,25 @@ class HttpServer:
     ) -> bytes:
         """The response head. Without a known length the body is chunked (or ends with the
         connection, for an HTTP/1.0 client). A response to HEAD, a 204 and a 304 carry no body:
-        :meth:`send_body` drops what it is given for them."""
+        :meth:`send_body` drops what it is given for them.
+
+        The reason and header values are written as :func:`encode_header_text` says (spaces and
+        tabs around a value dropped, RFC 9110 5.5). Raises :class:`LocalProtocolError` for a
+        status outside 200..999 or text with control characters; check a listener's response
+        with :func:`~hyco_core.service.check_listener_response` first."""
         request = self._require_request()
         self._bodyless = request.method == "HEAD" or status_code in (204, 304)
-        all_headers = list(headers)
+        all_headers = [
+            (_header_name_bytes(name), encode_header_text(value).strip(b" \t"))
+            for name, value in headers
+        ]
         if content_length is not None:
-            all_headers.append(("Content-Length", str(content_length)))
+            all_headers.append((b"Content-Length", str(content_length).encode("ascii")))
         try:
             return self._http.send(
                 h11.Response(
                     status_code=status_code,
-                    reason=reason.encode("latin-1", "replace"),
+                    reason=encode_header_text(reason),
                     headers=all_headers,
                 )
             )
@@ -483,6 +520,13 @@ class HttpServer:
         if self._request is None:
             raise LocalProtocolError("no request has been read yet")
         return self._request
+
+
+def _header_name_bytes(name: str) -> bytes:
+    try:
+        return name.encode("ascii")
+    except UnicodeEncodeError:
+        raise LocalProtocolError("a header name must be an ASCII token") from None
 
 
 def _invalid_request(exc: h11.RemoteProtocolError) -> InvalidRequestError:

@@ -20,6 +20,7 @@ __all__ = [
     "InvalidRequestError",
     "InvalidTokenError",
     "InvalidUrlError",
+    "ListenerResponseError",
     "ListenerUnavailableError",
     "LocalProtocolError",
     "QuotaExceededError",
@@ -72,6 +73,12 @@ class InvalidRequestError(RemoteProtocolError):
     def __init__(self, message: str, *, status_code: int = 400) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class ListenerResponseError(RemoteProtocolError):
+    """A listener answered with something a relay cannot pass on to the HTTP sender: a status
+    that is not final (1xx), or text with control characters. A relay answers the sender 502.
+    """
 
 
 class ConnectionClosed(HycoError):

@@ -338,3 +338,10 @@ def test_h11s_refusals_carry_their_status_and_never_quote_the_request() -> None:
     assert malformed.status_code == 400
     assert "SECRET" not in str(malformed)
     assert "malformed" in str(malformed)
+
+
+def test_a_header_name_that_is_no_ascii_token_is_a_local_error() -> None:
+    server = HttpServer()
+    read_request(server, b"GET / HTTP/1.1\r\nHost: r\r\n\r\n")
+    with pytest.raises(LocalProtocolError, match="ASCII"):
+        server.start_response(200, "OK", [("Caf\u00e9", "x")], content_length=0)
