@@ -469,7 +469,7 @@ def _split_uri(uri: str) -> tuple[str, str]:
 def _entity_of(uri: str) -> tuple[str, tuple[str, ...]]:
     """Reduce a resource or target URI to what identifies its entity: host and path segments.
 
-    Segments are percent-decoded and lower-cased (entity names are case-insensitive); empty
+    Segments are percent-decoded and ASCII lower-cased (entity names are case-insensitive); empty
     segments and a leading ``$hc`` are dropped. ``.`` and ``..`` are refused rather than
     resolved: a token for ``ns/a`` must not reach ``ns/a/../b``.
     """
