@@ -35,8 +35,10 @@ from .errors import (
     ConnectionStringError,
     EndpointNotFoundError,
     HycoError,
+    InvalidRequestError,
     InvalidTokenError,
     InvalidUrlError,
+    ListenerResponseError,
     ListenerUnavailableError,
     LocalProtocolError,
     QuotaExceededError,
@@ -102,6 +104,9 @@ from .messages import (
     encode_message,
     reason_phrase,
 )
+from .names import (
+    ascii_lower,
+)
 from .sas import (
     SAS_PREFIX,
     SasOutcome,
@@ -125,8 +130,10 @@ from .service import (
     ServiceControlChannel,
     ServiceHttpRendezvous,
     add_via,
+    check_listener_response,
     forwarded_connect_headers,
     forwarded_request_headers,
+    listener_reject_status,
     request_token,
 )
 from .timing import (
@@ -188,10 +195,12 @@ __all__ = [
     "HttpServer",
     "HycoError",
     "IncomingRequest",
+    "InvalidRequestError",
     "InvalidTokenError",
     "InvalidUrlError",
     "KeepAlive",
     "ListenerLifecycle",
+    "ListenerResponseError",
     "ListenerStatus",
     "ListenerStatusChanged",
     "ListenerUnavailableError",
@@ -236,6 +245,8 @@ __all__ = [
     "accept_connection",
     "add_via",
     "append_relay_token",
+    "ascii_lower",
+    "check_listener_response",
     "create_reject_uri",
     "create_relay_http_uri",
     "create_relay_listen_uri",
@@ -250,6 +261,7 @@ __all__ = [
     "fits_inline",
     "forwarded_connect_headers",
     "forwarded_request_headers",
+    "listener_reject_status",
     "message_kind",
     "normalize_namespace",
     "offered_subprotocols",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -18,7 +19,7 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.frame_protocol import CloseReason
 
-from .errors import InvalidUrlError, LocalProtocolError, RemoteProtocolError
+from .errors import InvalidRequestError, InvalidUrlError, LocalProtocolError, RemoteProtocolError
 from .messages import Headers
 
 __all__ = [
@@ -37,17 +38,53 @@ __all__ = [
     "HttpServer",
     "IncomingRequest",
     "accept_key",
+    "encode_header_text",
+    "is_sendable_header_text",
     "split_websocket_url",
 ]
 
 _WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_REFUSAL_BODY = 64 * 1024
 _DEFAULT_PORTS = {"ws": 80, "wss": 443, "http": 80, "https": 443}
+# h11 ends a request head at the first blank line, with or without its CR.
+_HEAD_END = re.compile(rb"\n\r?\n")
+# A header line that starts with a space or a tab continues the previous one (obs-fold).
+_FOLDED_LINE = re.compile(rb"\n[ \t]")
+# Control characters (Unicode category Cc) but HTAB, and lone surrogates (no UTF-8 form): CR
+# and LF would end the header line, and no HTTP recipient expects the others in a field.
+_UNSENDABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
+# h11 quotes the offending bytes after ": b'" (or ": bytearray(b'"): they may hold a token
+# from the request line.
+_QUOTED_BYTES = re.compile(r": (?:bytearray\()?b['\"]")
 
 
 def accept_key(key: bytes) -> bytes:
     """The ``Sec-WebSocket-Accept`` value a server derives from the client's key (RFC 6455)."""
     return base64.b64encode(hashlib.sha1(key + _WEBSOCKET_GUID, usedforsecurity=False).digest())
+
+
+def is_sendable_header_text(text: str) -> bool:
+    """Whether ``text`` can be a header value or reason phrase: no control character other
+    than HTAB, no lone surrogate."""
+    return _UNSENDABLE.search(text) is None
+
+
+def encode_header_text(text: str) -> bytes:
+    """The bytes a header value or reason phrase goes out as.
+
+    Latin-1 when every character has a Latin-1 byte: HTTP clients (browsers' fetch, Python's
+    http.client, h11) read header bytes as Latin-1, so ``café`` arrives as ``café``. Other
+    text has no such byte form and goes as UTF-8, the encoding a reader can still recover.
+    Raises :class:`LocalProtocolError` for text :func:`is_sendable_header_text` refuses.
+    """
+    if not is_sendable_header_text(text):
+        raise LocalProtocolError(
+            "header text must not hold control characters other than tab, or lone surrogates"
+        )
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
 
 
 def split_websocket_url(url: str) -> tuple[str, str]:
@@ -153,12 +190,12 @@ class ClientHandshake:
                 return HandshakeRefused(
                     status_code=self._refusal.status_code,
                     reason=self._refusal.reason.decode("latin-1"),
-                    headers=_headers(self._refusal.headers),
+                    headers=_headers(self._refusal),
                     body=bytes(self._body),
                 )
 
     def _accepted(self, response: h11.InformationalResponse) -> HandshakeAccepted:
-        headers = _headers(response.headers)
+        headers = _headers(response)
         if headers.get("upgrade", "").lower() != "websocket":
             raise RemoteProtocolError("the server switched to a protocol other than WebSocket")
         if headers.get("sec-websocket-accept", "").encode("latin-1") != accept_key(self._key):
@@ -215,30 +252,137 @@ class BodyEnd:
     """The request body (possibly empty) is complete."""
 
 
+class _HeadWatch:
+    """Checks the raw bytes of one request head, which h11 does not show, as they arrive.
+
+    A head is refused when it grows beyond ``max_head_bytes`` (431), when its request target
+    is longer than ``max_target_bytes`` (414), or when a header line is folded (400), however
+    the head is cut into reads. Every search covers only the bytes new in a read.
+    """
+
+    __slots__ = (
+        "_data",
+        "_line_end",
+        "_max_head_bytes",
+        "_max_target_bytes",
+        "_target_end",
+        "_target_start",
+        "complete",
+    )
+
+    def __init__(self, *, max_head_bytes: int, max_target_bytes: int) -> None:
+        self._data = bytearray()
+        self._line_end = -1
+        self._target_start = -1
+        self._target_end = -1
+        self._max_head_bytes = max_head_bytes
+        self._max_target_bytes = max_target_bytes
+        self.complete = False
+
+    def feed(self, data: bytes) -> InvalidRequestError | None:
+        """Take the next bytes of the head; return why it must be refused, once that shows."""
+        start = len(self._data)
+        # One byte more than a head may have tells a head that is too large.
+        self._data += data[: self._max_head_bytes + 1 - start]
+        head = self._data
+        end_match = _HEAD_END.search(head, max(0, start - 2))
+        end = end_match.end() if end_match else len(head)
+        if _FOLDED_LINE.search(head, max(0, start - 1), end):
+            return InvalidRequestError(
+                "the request folds a header line over two (obs-fold, RFC 9112 5.2)"
+            )
+        if self._target_too_long(start):
+            return InvalidRequestError(
+                f"the request target is longer than {self._max_target_bytes} bytes",
+                status_code=414,
+            )
+        if end > self._max_head_bytes:
+            return InvalidRequestError(
+                f"the request head is larger than {self._max_head_bytes} bytes", status_code=431
+            )
+        if end_match:
+            self.complete = True
+        return None
+
+    def _target_too_long(self, start: int) -> bool:
+        head = self._data
+        if self._line_end < 0:
+            self._line_end = head.find(b"\n", start)
+        line_stop = self._line_end if self._line_end >= 0 else len(head)
+        # The request line is "method SP target SP version": the target lies between the spaces.
+        if self._target_start < 0:
+            space = head.find(b" ", start, line_stop)
+            if space < 0:
+                return False
+            self._target_start = space + 1
+        if self._target_end < 0:
+            space = head.find(b" ", max(start, self._target_start), line_stop)
+            self._target_end = space
+        target_stop = self._target_end if self._target_end >= 0 else line_stop
+        return target_stop - self._target_start > self._max_target_bytes
+
+
 class HttpServer:
     """The server end of one HTTP/1.1 connection, on h11: requests in, responses or an upgrade out.
 
     A connection carries requests one after the other (keep-alive) until either side closes it or
-    it switches to WebSocket.
+    it switches to WebSocket. A request head that must be refused makes :meth:`next_event`
+    raise :class:`~hyco_core.errors.InvalidRequestError` (now and on every later call), whose
+    ``status_code`` is the answer to give before closing: a head larger than
+    ``max_header_bytes`` (431) or with a request target longer than ``max_target_bytes`` (414),
+    however it is cut into reads; a folded header line, or both ``Content-Length`` and
+    ``Transfer-Encoding`` (which could smuggle a second request past a proxy, RFC 9112 6.1), or
+    anything else malformed (400).
     """
 
-    def __init__(self, *, max_header_bytes: int = 64 * 1024) -> None:
+    def __init__(
+        self, *, max_header_bytes: int = 64 * 1024, max_target_bytes: int = 16 * 1024
+    ) -> None:
         self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_bytes)
+        self._max_header_bytes = max_header_bytes
+        self._max_target_bytes = max_target_bytes
+        self._watch: _HeadWatch | None = self._new_watch()
+        self._refusal: InvalidRequestError | None = None
         self._request: IncomingRequest | None = None
         self._bodyless = False
 
+    def _new_watch(self) -> _HeadWatch:
+        return _HeadWatch(
+            max_head_bytes=self._max_header_bytes, max_target_bytes=self._max_target_bytes
+        )
+
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the client; ``b""`` means it closed its side."""
+        if self._refusal is not None:
+            return  # nothing after a refused head is ever read
+        if self._watch is not None and data:
+            self._watch_head(data)
         self._http.receive_data(data)
+
+    def _watch_head(self, data: bytes) -> None:
+        assert self._watch is not None
+        self._refusal = self._watch.feed(data)
+        if self._watch.complete:
+            self._watch = None
 
     def next_event(self) -> IncomingRequest | BodyPiece | BodyEnd | None:
         """The next thing the client sent, or ``None`` when more bytes are needed first."""
+        if self._refusal is not None:
+            raise self._refusal
         try:
             event = self._http.next_event()
         except h11.RemoteProtocolError as exc:
-            raise RemoteProtocolError(f"malformed HTTP request: {exc}") from None
+            self._refusal = _invalid_request(exc)
+            raise self._refusal from None
         if isinstance(event, h11.Request):
-            headers = _headers(event.headers)
+            names = {name for name, _ in event.headers}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                self._refusal = InvalidRequestError(
+                    "the request has both Content-Length and Transfer-Encoding, so its body "
+                    "has no single length (RFC 9112 6.1)"
+                )
+                raise self._refusal
+            headers = _headers(event)
             offered = headers.get("sec-websocket-protocol", "")
             self._request = IncomingRequest(
                 method=event.method.decode("ascii"),
@@ -270,7 +414,7 @@ class HttpServer:
                 if event is h11.NEED_DATA:
                     raise LocalProtocolError("the upgrade request has not been read to its end")
         except h11.RemoteProtocolError as exc:
-            raise RemoteProtocolError(f"malformed HTTP request: {exc}") from None
+            raise _invalid_request(exc) from None
         key = request.headers["sec-websocket-key"].encode("latin-1")
         headers = [
             (b"Upgrade", b"websocket"),
@@ -320,17 +464,25 @@ class HttpServer:
     ) -> bytes:
         """The response head. Without a known length the body is chunked (or ends with the
         connection, for an HTTP/1.0 client). A response to HEAD, a 204 and a 304 carry no body:
-        :meth:`send_body` drops what it is given for them."""
+        :meth:`send_body` drops what it is given for them.
+
+        The reason and header values are written as :func:`encode_header_text` says (spaces and
+        tabs around a value dropped, RFC 9110 5.5). Raises :class:`LocalProtocolError` for a
+        status outside 200..999 or text with control characters; check a listener's response
+        with :func:`~hyco_core.service.check_listener_response` first."""
         request = self._require_request()
         self._bodyless = request.method == "HEAD" or status_code in (204, 304)
-        all_headers = list(headers)
+        all_headers = [
+            (_header_name_bytes(name), encode_header_text(value).strip(b" \t"))
+            for name, value in headers
+        ]
         if content_length is not None:
-            all_headers.append(("Content-Length", str(content_length)))
+            all_headers.append((b"Content-Length", str(content_length).encode("ascii")))
         try:
             return self._http.send(
                 h11.Response(
                     status_code=status_code,
-                    reason=reason.encode("latin-1", "replace"),
+                    reason=encode_header_text(reason),
                     headers=all_headers,
                 )
             )
@@ -356,6 +508,11 @@ class HttpServer:
         if self._http.our_state is h11.DONE and self._http.their_state is h11.DONE:
             self._http.start_next_cycle()
             self._request = None
+            # A pipelining client's next head may already wait in h11's buffer, unwatched.
+            self._watch = self._new_watch()
+            pending, _closed = self._http.trailing_data
+            if pending:
+                self._watch_head(pending)
             return True
         return False
 
@@ -365,8 +522,27 @@ class HttpServer:
         return self._request
 
 
-def _headers(raw: Sequence[tuple[bytes, bytes]]) -> Headers:
-    return Headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw)
+def _header_name_bytes(name: str) -> bytes:
+    try:
+        return name.encode("ascii")
+    except UnicodeEncodeError:
+        raise LocalProtocolError("a header name must be an ASCII token") from None
+
+
+def _invalid_request(exc: h11.RemoteProtocolError) -> InvalidRequestError:
+    problem = _QUOTED_BYTES.split(str(exc), maxsplit=1)[0]
+    return InvalidRequestError(
+        f"malformed HTTP request: {problem}", status_code=exc.error_status_hint
+    )
+
+
+def _headers(event: h11.Request | h11.Response | h11.InformationalResponse) -> Headers:
+    # h11 lower-cases the names it hands out; raw_items() keeps them as the peer spelled them,
+    # which a listener sees in connectHeaders / requestHeaders (lookups ignore case anyway).
+    return Headers(
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in event.headers.raw_items()
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,10 @@ __all__ = [
     "ConnectionStringError",
     "EndpointNotFoundError",
     "HycoError",
+    "InvalidRequestError",
     "InvalidTokenError",
     "InvalidUrlError",
+    "ListenerResponseError",
     "ListenerUnavailableError",
     "LocalProtocolError",
     "QuotaExceededError",
@@ -57,6 +59,26 @@ class RemoteProtocolError(HycoError):
     def __init__(self, message: str, *, close_code: int = 1002) -> None:
         super().__init__(message)
         self.close_code = close_code
+
+
+class InvalidRequestError(RemoteProtocolError):
+    """An HTTP client sent a request head a server must refuse; answer ``status_code``, then
+    close the connection.
+
+    400: malformed, folded (obs-fold) or ambiguously framed (``Content-Length`` with
+    ``Transfer-Encoding``); 414: request target too long; 431: head too large; 501: a transfer
+    coding other than chunked. The message never quotes the request.
+    """
+
+    def __init__(self, message: str, *, status_code: int = 400) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ListenerResponseError(RemoteProtocolError):
+    """A listener answered with something a relay cannot pass on to the HTTP sender: a status
+    that is not final (1xx), or text with control characters. A relay answers the sender 502.
+    """
 
 
 class ConnectionClosed(HycoError):

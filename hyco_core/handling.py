@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from .errors import LocalProtocolError
 from .messages import HOP_BY_HOP_HEADERS, Accept, Headers, RemoteEndpoint, Request, Response
 from .messages import reason_phrase as standard_reason
+from .names import ascii_lower
 from .uris import parse_relay_url
 
 __all__ = ["AcceptContext", "offered_subprotocols", "response_head", "split_request_target"]
@@ -77,6 +78,7 @@ def split_request_target(target: str | None, entity: str) -> tuple[str, str]:
     """A request's path after the hybrid connection's name (``/`` at least), and its query."""
     path, _, query = (target or "/").partition("?")
     prefix = "/" + entity
-    if path.lower() == prefix.lower() or path.lower().startswith(prefix.lower() + "/"):
+    folded_path, folded_prefix = ascii_lower(path), ascii_lower(prefix)
+    if folded_path == folded_prefix or folded_path.startswith(folded_prefix + "/"):
         path = path[len(prefix) :]
     return path or "/", query

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from .errors import LocalProtocolError, RemoteProtocolError
+from .names import ascii_lower
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -76,13 +77,6 @@ def _is_token(name: str) -> bool:
     return bool(name) and _TOKEN_CHARS.issuperset(name)
 
 
-def _fold(name: str) -> str | None:
-    """Return the case-insensitive key of ``name``, or ``None`` if no header can have it."""
-    # str.lower() maps some non-ASCII letters (KELVIN SIGN) onto ASCII ones; header names are
-    # ASCII tokens, so anything else must not match one.
-    return name.lower() if name.isascii() else None
-
-
 class Headers(Mapping[str, str]):
     """Immutable, ordered HTTP headers with case-insensitive names.
 
@@ -129,13 +123,13 @@ class Headers(Mapping[str, str]):
         return headers
 
     def __getitem__(self, name: str) -> str:
-        folded = _fold(name) if isinstance(name, str) else None
+        folded = ascii_lower(name) if isinstance(name, str) else None
         if folded is None or folded not in self._values:
             raise KeyError(name)
         return self._values[folded]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and _fold(name) in self._values
+        return isinstance(name, str) and ascii_lower(name) in self._values
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names.values())
@@ -150,7 +144,7 @@ class Headers(Mapping[str, str]):
             return NotImplemented
         folded: dict[str, object] = {}
         for name, value in other.items():
-            key = _fold(name) if isinstance(name, str) else None
+            key = ascii_lower(name) if isinstance(name, str) else None
             if key is None or key in folded:
                 return False
             folded[key] = value
@@ -170,7 +164,7 @@ class Headers(Mapping[str, str]):
         """Return a copy without the headers called any of ``names`` (in any case)."""
         if isinstance(names, str):
             raise TypeError("without() takes an iterable of names, not a single str")
-        dropped = {_fold(name) for name in names}
+        dropped = {ascii_lower(name) for name in names}
         kept = [folded for folded in self._names if folded not in dropped]
         return Headers._adopt(
             {folded: self._names[folded] for folded in kept},
@@ -179,7 +173,7 @@ class Headers(Mapping[str, str]):
 
 
 def _add_header(names: dict[str, str], values: dict[str, str], name: str, value: str) -> None:
-    folded = name.lower()
+    folded = ascii_lower(name)
     if folded in values:
         values[folded] = f"{values[folded]}, {value}"
     else:
@@ -631,7 +625,7 @@ def _encode_response(message: Response) -> dict[str, object]:
             f"a response status code must be an integer from 100 to 999, not {status_code!r}"
         )
     for name in message.response_headers:
-        if name.lower() in HOP_BY_HOP_HEADERS:
+        if ascii_lower(name) in HOP_BY_HOP_HEADERS:
             raise LocalProtocolError(
                 f"a response must not set the {name!r} header: the relay frames the HTTP "
                 "response itself"

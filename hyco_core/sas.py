@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, unquote_to_bytes
 
 from .errors import InvalidTokenError, InvalidUrlError, LocalProtocolError
+from .names import ascii_lower
 
 __all__ = [
     "SAS_PREFIX",
@@ -58,6 +59,11 @@ _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 # Key names travel verbatim in tokens and tokens travel in HTTP headers.
 _KEY_NAME_FORBIDDEN = frozenset("&=%")
 _SHOWN_LIMIT = 80
+# Azure's naming rule for the authorization rules of Relay namespaces and hybrid connections:
+# 1 to 50 letters, digits, '.', '-' and '_', starting and ending with a letter or digit. Only a
+# key name of that shape is ever quoted in a message: other SDKs take name and key in either
+# order, so what a token carries as its key name may be a key.
+_RULE_NAME_SHAPE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,48}[A-Za-z0-9])?")
 
 
 def encode_component(text: str) -> str:
@@ -117,7 +123,7 @@ def relay_token_resource(uri: str) -> str:
         raise InvalidUrlError("the URI's path starts with '$hc' twice")
     entity = path.strip("/")
     first, _, remainder = entity.partition("/")
-    if first.lower() == "$hc":
+    if ascii_lower(first) == "$hc":
         entity = remainder.lstrip("/")
     return f"http://{host}/{entity}/" if entity else f"http://{host}/"
 
@@ -141,9 +147,12 @@ def create_relay_token(
     return create_sas_token(relay_token_resource(uri), key_name, key, int(now) + expiration_seconds)
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True, repr=False)
 class SasToken:
-    """The fields of a well-formed SAS token; see :func:`parse_sas_token`."""
+    """The fields of a well-formed SAS token; see :func:`parse_sas_token`.
+
+    ``repr`` shows neither the signature nor a key name that does not look like a rule name.
+    """
 
     encoded_resource: str
     """The ``sr`` value exactly as the token spells it; the signature covers this text."""
@@ -155,6 +164,12 @@ class SasToken:
     """``se``: the Unix second from which the token is no longer valid."""
     key_name: str
     """``skn``: the name of the authorization rule whose key signed the token."""
+
+    def __repr__(self) -> str:
+        return (
+            f"SasToken(resource={self.resource!r}, expiry={self.expiry}, "
+            f"key_name={_plausible_key_name(self.key_name) or '<not shown>'})"
+        )
 
 
 def parse_sas_token(token: str) -> SasToken:
@@ -172,7 +187,7 @@ def parse_sas_token(token: str) -> SasToken:
     Raises :class:`InvalidTokenError` naming the faulty field; the message never contains the
     token or any field value.
     """
-    if token[: len(SAS_PREFIX)].lower() != SAS_PREFIX.lower():
+    if ascii_lower(token[: len(SAS_PREFIX)]) != ascii_lower(SAS_PREFIX):
         raise InvalidTokenError(f"a shared access signature must start with {SAS_PREFIX!r}")
     body = token[len(SAS_PREFIX) :]
     if not (body.isascii() and body.isprintable()) or " " in body:
@@ -186,7 +201,7 @@ def parse_sas_token(token: str) -> SasToken:
         name, separator, value = pair.partition("=")
         if not separator:
             raise InvalidTokenError(f"field {position} of the token has no '=' after its name")
-        name = name.lower()
+        name = ascii_lower(name)
         if name not in _FIELDS:
             continue
         if name in values:
@@ -279,10 +294,16 @@ def verify_sas_token(
     further from ``now`` than that cannot have been minted honestly yet (or its issuer's clock
     is wrong), so it is ``NOT_YET_VALID``; without ``max_lifetime`` this check is skipped.
 
-    Never raises for any ``token``. Raises :class:`InvalidUrlError` when ``target`` is not a
-    relay URI and :class:`LocalProtocolError` for a clock or lifetime that is not a finite
-    number (a negative lifetime included), a rule whose keys are given as one string, or an
-    empty key; these are mistakes of the caller.
+    A ``target`` that is no relay URI (a relay builds it from the ``Host`` a client sent, so it
+    may hold anything) is covered by no token: ``WRONG_RESOURCE``, in its place in the order.
+
+    A key name is quoted in ``detail`` only when it has the shape of an Azure rule name (1 to
+    50 letters, digits, ``.``, ``-`` and ``_``, starting and ending with a letter or digit):
+    anything else may be a key given in its place.
+
+    Never raises for any ``token`` or ``target``. Raises :class:`LocalProtocolError` for a
+    clock or lifetime that is not a finite number (a negative lifetime included), a rule whose
+    keys are given as one string, or an empty key; these are mistakes of the caller.
     """
     if not math.isfinite(now):
         raise LocalProtocolError(f"now must be finite Unix seconds, got {now!r}")
@@ -292,10 +313,11 @@ def verify_sas_token(
         )
     for name, configured in keys.items():
         if isinstance(configured, str):
+            rule = _plausible_key_name(name)
             raise LocalProtocolError(
-                f"the keys of rule {_shown(name)} must be a sequence of strings, not one string"
+                f"the keys of {f'rule {rule}' if rule else 'a rule'} must be a sequence of "
+                "strings, not one string"
             )
-    target_entity = _entity_of(target)
 
     try:
         parsed = parse_sas_token(token)
@@ -303,12 +325,17 @@ def verify_sas_token(
         return SasVerdict(
             outcome=SasOutcome.MALFORMED, token=None, detail=f"The token is malformed: {error}."
         )
+    rule = _plausible_key_name(parsed.key_name)
     rule_keys = keys.get(parsed.key_name)
     if rule_keys is None:
         return SasVerdict(
             outcome=SasOutcome.UNKNOWN_KEY_NAME,
             token=parsed,
-            detail=f"The token names the key {_shown(parsed.key_name)}, which is not configured.",
+            detail=(
+                f"The token names the key {rule}, which is not configured."
+                if rule
+                else "The token names an unknown key name."
+            ),
         )
     given = parsed.signature.encode("utf-8")
     matched = False
@@ -320,7 +347,17 @@ def verify_sas_token(
         return SasVerdict(
             outcome=SasOutcome.BAD_SIGNATURE,
             token=parsed,
-            detail=f"The signature matches no key of {_shown(parsed.key_name)}.",
+            detail=f"The signature matches no key of {rule or 'the rule the token names'}.",
+        )
+    try:
+        target_entity = _entity_of(target)
+    except InvalidUrlError as error:
+        return SasVerdict(
+            outcome=SasOutcome.WRONG_RESOURCE,
+            token=parsed,
+            detail=(
+                f"The token is for {_shown(parsed.resource)}; the target is no relay URI: {error}."
+            ),
         )
     if not _covers(parsed.resource, target_entity):
         return SasVerdict(
@@ -350,7 +387,7 @@ def verify_sas_token(
         outcome=SasOutcome.VALID,
         token=parsed,
         detail=(
-            f"The token grants {_shown(parsed.key_name)}'s rights on "
+            f"The token grants the rights of {rule or 'its rule'} on "
             f"{_shown(parsed.resource)} until {parsed.expiry} (Unix seconds)."
         ),
     )
@@ -405,7 +442,7 @@ def _split_uri(uri: str) -> tuple[str, str]:
     scheme, separator, rest = uri.partition("://")
     if not separator or "/" in scheme:
         rest = uri
-    elif scheme.lower() not in _SCHEMES:
+    elif ascii_lower(scheme) not in _SCHEMES:
         raise InvalidUrlError(
             f"unsupported scheme {_shown(scheme)}: a relay URI uses sb, http, https, ws or wss"
         )
@@ -426,13 +463,13 @@ def _split_uri(uri: str) -> tuple[str, str]:
             raise InvalidUrlError("the URI has no valid host")
     if port and not (port.isascii() and port.isdigit()):
         raise InvalidUrlError("the URI's port is not a number")
-    return host.lower(), slash + path
+    return ascii_lower(host), slash + path
 
 
 def _entity_of(uri: str) -> tuple[str, tuple[str, ...]]:
     """Reduce a resource or target URI to what identifies its entity: host and path segments.
 
-    Segments are percent-decoded and lower-cased (entity names are case-insensitive); empty
+    Segments are percent-decoded and ASCII lower-cased (entity names are case-insensitive); empty
     segments and a leading ``$hc`` are dropped. ``.`` and ``..`` are refused rather than
     resolved: a token for ``ns/a`` must not reach ``ns/a/../b``.
     """
@@ -445,7 +482,7 @@ def _segments_of(path: str) -> tuple[str, ...]:
     for raw in path.split("/"):
         if not raw:
             continue
-        segment = (unquote(raw) if "%" in raw else raw).lower()
+        segment = ascii_lower(unquote(raw) if "%" in raw else raw)
         if segment in (".", ".."):
             raise InvalidUrlError("the URI's path has a '.' or '..' segment")
         segments.append(segment)
@@ -466,6 +503,11 @@ def _covers(resource: str, target: tuple[str, tuple[str, ...]]) -> bool:
 def _describe_entity(entity: tuple[str, tuple[str, ...]]) -> str:
     host, segments = entity
     return "/".join((host, *segments))
+
+
+def _plausible_key_name(name: str) -> str | None:
+    """``name`` quoted for a message when it looks like a rule name, else ``None``."""
+    return repr(name) if _RULE_NAME_SHAPE.fullmatch(name) else None
 
 
 def _shown(text: str) -> str:

@@ -13,10 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ._wire import BodyEnd, BodyPiece, Frames, HttpServer, IncomingRequest
+from ._wire import (
+    BodyEnd,
+    BodyPiece,
+    Frames,
+    HttpServer,
+    IncomingRequest,
+    is_sendable_header_text,
+)
 from .channel import ChannelConfig, RelayedWebSocket, TextCollector, _Trigger
 from .control import message_kind
-from .errors import LocalProtocolError, RemoteProtocolError
+from .errors import ListenerResponseError, LocalProtocolError, RemoteProtocolError
 from .events import (
     ResponseBodyReceived,
     ResponseReceived,
@@ -35,6 +42,7 @@ from .messages import (
     decode_message,
     encode_message,
 )
+from .names import ascii_lower
 
 __all__ = [
     "AUTHORIZATION_HEADERS",
@@ -47,8 +55,10 @@ __all__ = [
     "ServiceControlChannel",
     "ServiceHttpRendezvous",
     "add_via",
+    "check_listener_response",
     "forwarded_connect_headers",
     "forwarded_request_headers",
+    "listener_reject_status",
     "request_token",
 ]
 
@@ -56,6 +66,9 @@ RELAY_CONFIG = ChannelConfig()
 
 #: Headers that carry relay credentials; a relay never forwards them.
 AUTHORIZATION_HEADERS = frozenset({"servicebusauthorization"})
+
+# What a listener may answer an HTTP sender with: a final status, within the protocol's range.
+_FINAL_STATUSES = range(200, 1000)
 
 
 def request_token(
@@ -87,7 +100,7 @@ def forwarded_request_headers(headers: Headers, *, token_header: str | None) -> 
     """An HTTP sender's headers as a listener sees them: no hop-by-hop, no relay credentials."""
     dropped = HOP_BY_HOP_HEADERS | AUTHORIZATION_HEADERS
     if token_header is not None:
-        dropped = dropped | {token_header.lower()}
+        dropped = dropped | {ascii_lower(token_header)}
     return headers.without(dropped)
 
 
@@ -97,6 +110,55 @@ def add_via(headers: Headers, namespace_host: str) -> Headers:
     existing = headers.get("via")
     value = f"{existing}, {hop}" if existing else hop
     return Headers([*headers.without(["via"]).items(), ("Via", value)])
+
+
+def check_listener_response(response: Response) -> None:
+    """Check that a relay can write a listener's ``response`` head to its HTTP sender.
+
+    The status must be final: 200..999 (1xx statuses, 101 included, announce a response that
+    follows, never end one). The description and every header value must hold no control
+    character other than HTAB (CR and LF would end the line) and no lone surrogate. Any other
+    text passes: :meth:`HttpServer.start_response` writes it as Latin-1 bytes when it has
+    them, else as UTF-8. Raises :class:`~hyco_core.errors.ListenerResponseError` naming what
+    is wrong, never quoting a value; a relay answers the sender 502 then.
+    """
+    if response.status_code < _FINAL_STATUSES.start:
+        raise ListenerResponseError(
+            f"the listener answered {response.status_code}, which is not a final status "
+            "(200 to 999)"
+        )
+    if not is_sendable_header_text(response.status_description or ""):
+        raise ListenerResponseError(
+            "the listener's status description holds a control character or a lone surrogate"
+        )
+    for name, value in response.response_headers.items():
+        if not is_sendable_header_text(value):
+            raise ListenerResponseError(
+                f"the listener's {name[:64]!r} header holds a control character or a lone surrogate"
+            )
+
+
+def listener_reject_status(status_code: str, description: str) -> int:
+    """The status a relay fails a rejected sender's handshake with, from a reject address.
+
+    ``status_code`` is the decoded ``sb-hc-statusCode``: three ASCII digits naming a final
+    status, 200..999, as for :func:`check_listener_response`; ``description`` (the decoded
+    ``sb-hc-statusDescription``) follows the same text rule. Raises
+    :class:`~hyco_core.errors.ListenerResponseError` otherwise; a relay answers the sender 502
+    then.
+    """
+    if not (len(status_code) == 3 and status_code.isascii() and status_code.isdigit()):
+        raise ListenerResponseError("the listener's reject status is not a 3-digit number")
+    status = int(status_code)
+    if status not in _FINAL_STATUSES:
+        raise ListenerResponseError(
+            f"the listener rejected with {status}, which is not a final status (200 to 999)"
+        )
+    if not is_sendable_header_text(description):
+        raise ListenerResponseError(
+            "the listener's reject description holds a control character or a lone surrogate"
+        )
+    return status
 
 
 class ServerWebSocket(RelayedWebSocket):

@@ -15,7 +15,9 @@ can agree on the same addresses. The rules:
   ``%`` not starting an escape, ...) are encoded; ``%XX`` escapes are kept, so nothing is ever
   encoded twice. Reading returns them exactly as they are in the URL.
 - Relay parameter values (``sb-hc-id``, ``sb-hc-token``, ``sb-hc-statusDescription``) are
-  encoded like JavaScript's ``encodeURIComponent``; reading decodes them (``+`` stays ``+``).
+  encoded like JavaScript's ``encodeURIComponent``. Reading decodes them as form values: ``+``
+  is a space, as .NET's ``WebUtility.UrlEncode`` and Python's ``urlencode`` write one (a real
+  ``+`` is always ``%2B``). User query items are never decoded.
 - A query item is a relay parameter when it has an ``=`` and its percent-decoded name starts
   with ``sb-hc-``, compared ASCII case-insensitively. The relay strips those before forwarding,
   and keeps every other item verbatim.
@@ -31,6 +33,7 @@ from types import MappingProxyType
 from urllib.parse import quote, unquote, unquote_to_bytes
 
 from .errors import InvalidUrlError, LocalProtocolError
+from .names import ascii_lower
 from .sas import create_relay_token, encode_component
 
 __all__ = [
@@ -80,17 +83,19 @@ class RelayUrl:
     namespace: str
     """``host[:port]`` with the host lower-cased; the port only when the URL names one."""
     entity: str
-    """The hybrid connection path, percent-decoded, spelled as in the URL."""
+    """The hybrid connection path, percent-decoded, spelled as in the URL; empty segments
+    before and inside it (``//hc1``, ``/$hc//hc1``) are left out."""
     suffix: str
     """The path after the entity, as in the URL: empty or starting with ``/``."""
     action: str | None
     """``sb-hc-action`` lower-cased (listen, connect, accept or request), or ``None``."""
     tracking_id: str | None
-    """``sb-hc-id``, decoded."""
+    """``sb-hc-id``, decoded (``+`` is a space)."""
     token: str | None = field(repr=False)
-    """``sb-hc-token``, decoded."""
+    """``sb-hc-token``, decoded (``+`` is a space)."""
     relay_parameters: Mapping[str, str] = field(repr=False, hash=False)
-    """Every ``sb-hc-*`` parameter: lower-cased name to decoded value (the token included)."""
+    """Every ``sb-hc-*`` parameter: lower-cased name to value, decoded as a form value (``+``
+    is a space, ``%XX`` a UTF-8 byte); the token included."""
     query: str
     """The user query as the relay forwards it (see :func:`strip_relay_query`), without ``?``."""
     is_http: bool
@@ -122,7 +127,7 @@ def normalize_namespace(namespace: str) -> str:
             ipaddress.IPv6Address(address)
         except ValueError:
             raise InvalidUrlError("the namespace's host is not a valid IPv6 address") from None
-        host = f"[{address.lower()}]"
+        host = f"[{ascii_lower(address)}]"
         if rest and not rest.startswith(":"):
             raise InvalidUrlError("the namespace's IPv6 address may only be followed by ':port'")
         separator, port = rest[:1], rest[1:]
@@ -135,7 +140,7 @@ def normalize_namespace(namespace: str) -> str:
                 "the namespace's host may only hold letters, digits, '-' and '_' in labels "
                 "separated by single dots"
             )
-        host = host.lower()
+        host = ascii_lower(host)
     if not separator:
         return host
     if not port.isdigit() or len(port) > 5 or not 1 <= int(port) <= 65535:
@@ -163,7 +168,7 @@ def validate_entity_path(path: str) -> None:
         )
     if "." in segments or ".." in segments:
         raise InvalidUrlError("the hybrid connection path must not have '.' or '..' segments")
-    if segments[0].lower() == _HC_SEGMENT:
+    if ascii_lower(segments[0]) == _HC_SEGMENT:
         raise InvalidUrlError(
             "the hybrid connection path must not start with '$hc', which the relay reserves"
         )
@@ -298,7 +303,9 @@ def parse_relay_url(url: str, *, entities: Collection[str] | None = None) -> Rel
     ``https`` addresses are the plain-HTTP sender form without it (if they have it anyway,
     ``is_http`` is false). Without ``entities`` the entity is the first path segment after
     ``$hc``; with them (the hybrid connections a relay hosts) it is the longest run of leading
-    segments that, decoded, equals one of them case-insensitively, and the rest is the suffix.
+    segments that, decoded, equals one of them ASCII case-insensitively, and the rest is the
+    suffix. Empty segments before ``$hc``, before the entity and inside it are skipped
+    (``wss://ns//$hc//hc1`` names ``hc1``); ``.`` and ``..`` segments are refused.
 
     Raises :class:`InvalidUrlError` naming the problem: characters that must be encoded, a
     missing host, an unsupported scheme, a bad port, a fragment, no entity (or none of
@@ -311,7 +318,7 @@ def parse_relay_url(url: str, *, entities: Collection[str] | None = None) -> Rel
     match = _URL.fullmatch(url)
     if match is None:
         raise _invalid(url, "is not an absolute URL of the form scheme://namespace/path")
-    scheme = match["scheme"].lower()
+    scheme = ascii_lower(match["scheme"])
     if scheme not in _SCHEMES:
         raise _invalid(url, "does not use wss or ws (WebSocket), or https or http (plain HTTP)")
     if match["fragment"] is not None:
@@ -323,10 +330,10 @@ def parse_relay_url(url: str, *, entities: Collection[str] | None = None) -> Rel
     path = match["path"]
     if _BAD_ESCAPE.search(path):
         raise _invalid(url, "has a '%' in its path that is not followed by two hex digits")
-    segments = path.split("/")[1:]
-    is_http = not (segments and unquote(segments[0]).lower() == _HC_SEGMENT)
+    segments = _from_first_named(path.split("/")[1:])
+    is_http = not (segments and ascii_lower(unquote(segments[0])) == _HC_SEGMENT)
     if not is_http:
-        segments = segments[1:]
+        segments = _from_first_named(segments[1:])
     elif scheme in _WEBSOCKET_SCHEMES:
         raise _invalid(url, "does not start its path with /$hc/, as WebSocket addresses must")
     entity, suffix = _resolve_entity(url, segments, entities)
@@ -334,7 +341,7 @@ def parse_relay_url(url: str, *, entities: Collection[str] | None = None) -> Rel
     parameters = _relay_parameters(url, query)
     action = parameters.get("sb-hc-action")
     if action is not None:
-        action = action.lower()
+        action = ascii_lower(action)
         if action not in _ACTIONS:
             raise _invalid(url, "has an sb-hc-action other than listen, connect, accept or request")
     return RelayUrl(
@@ -370,6 +377,8 @@ def redact_url(url: str) -> str:
             shown.append(piece)
         elif not hiding:
             name, separator, _ = piece.partition("=")
+            # Looser than how a relay reads names (spaces, full Unicode case folding): hiding
+            # too much in a log costs nothing, hiding too little leaks a token.
             hiding = bool(separator) and unquote(name).strip().lower() in _SECRET_NAMES
             shown.append(f"{name}=***" if hiding else piece)
     return "".join(shown)
@@ -426,8 +435,8 @@ def _relay_name(name: str) -> str | None:
     """The lower-cased decoded name of a relay parameter, or ``None`` for a user parameter."""
     decoded = unquote(name)
     prefix = decoded[: len(_RELAY_PREFIX)]
-    if prefix.isascii() and prefix.lower() == _RELAY_PREFIX:
-        return decoded.lower()
+    if ascii_lower(prefix) == _RELAY_PREFIX:
+        return ascii_lower(decoded)
     return None
 
 
@@ -452,7 +461,8 @@ def _relay_parameters(url: str, query: str) -> dict[str, str]:
         if _BAD_ESCAPE.search(value):
             raise _invalid(url, f"has a '%' not followed by two hex digits in {_shown(relay_name)}")
         try:
-            parameters[relay_name] = unquote_to_bytes(value).decode("utf-8")
+            # Form encoding: senders write a space as '+' and a real '+' as %2B.
+            parameters[relay_name] = unquote_to_bytes(value.replace("+", " ")).decode("utf-8")
         except UnicodeDecodeError:
             raise _invalid(
                 url, f"has a {_shown(relay_name)} that does not decode to UTF-8"
@@ -463,24 +473,43 @@ def _relay_parameters(url: str, query: str) -> dict[str, str]:
 def _resolve_entity(
     url: str, segments: list[str], entities: Collection[str] | None
 ) -> tuple[str, str]:
-    """Split the path segments after ``$hc`` into the entity and the suffix."""
+    """Split the path segments after ``$hc`` into the entity and the suffix.
+
+    ``segments`` starts with a non-empty one (if any). Empty segments inside an entity name
+    are skipped as well; the suffix keeps its own as they are.
+    """
     if entities is None:
         return _entity_segment(url, segments[0] if segments else ""), _suffix_of(segments[1:])
-    wanted = {name.lower() for name in entities}
+    wanted = {ascii_lower(name) for name in entities}
     # Only as many segments as the deepest entity has can match, so a hostile path with many
     # segments costs no more than a short one.
     depth = max((name.count("/") + 1 for name in wanted), default=0)
     decoded: list[str] = []
-    for raw in segments[:depth]:
+    ends: list[int] = []
+    for index, raw in enumerate(segments):
+        if len(decoded) == depth:
+            break
+        if not raw:
+            continue
         try:
             decoded.append(_entity_segment(url, raw))
         except InvalidUrlError:
             break
+        ends.append(index + 1)
     for count in range(len(decoded), 0, -1):
         entity = "/".join(decoded[:count])
-        if entity.lower() in wanted:
-            return entity, _suffix_of(segments[count:])
+        if ascii_lower(entity) in wanted:
+            return entity, _suffix_of(segments[ends[count - 1] :])
     raise _invalid(url, "names no hybrid connection hosted here")
+
+
+def _from_first_named(segments: list[str]) -> list[str]:
+    """``segments`` from the first non-empty one: portal connection strings end in ``/``, so
+    clients send ``//entity`` and ``/$hc//entity``, and those empty segments mean nothing."""
+    for index, segment in enumerate(segments):
+        if segment:
+            return segments[index:]
+    return []
 
 
 def _entity_segment(url: str, raw: str) -> str:

@@ -49,7 +49,6 @@ import math
 import os
 import re
 import secrets
-import string
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -59,6 +58,7 @@ from typing import Any
 
 from hyco_core.connection_string import ConnectionString
 from hyco_core.errors import HycoError, InvalidUrlError, LocalProtocolError
+from hyco_core.names import ascii_lower as _fold
 from hyco_core.uris import normalize_namespace, validate_entity_path
 
 if sys.version_info >= (3, 11):
@@ -83,9 +83,6 @@ __all__ = [
 ]
 
 _SHOWN_LIMIT = 60
-# Lower-cases ASCII only: str.lower() maps some non-ASCII letters (the Kelvin sign) onto ASCII
-# ones and changes the length of others, which would let a foreign name alias a configured one.
-_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _ENTITY_CHARACTERS = re.compile(r"[A-Za-z0-9._/-]+")
 # Visible ASCII without '%', '&', ';' and '=': a rule name travels verbatim in SAS tokens
 # (skn=...) and in connection strings (SharedAccessKeyName=...).
@@ -108,10 +105,6 @@ def _shown(text: str) -> str:
     if len(text) > _SHOWN_LIMIT:
         return repr(text[:_SHOWN_LIMIT]) + "..."
     return repr(text)
-
-
-def _fold(text: str) -> str:
-    return text.translate(_ASCII_LOWER)
 
 
 def _host_key(authority: str) -> str:

@@ -83,3 +83,8 @@ def test_request_paths_lose_the_entity_prefix(
     target: str | None, entity: str, expected: tuple[str, str]
 ) -> None:
     assert split_request_target(target, entity) == expected
+
+
+def test_split_request_target_compares_the_entity_by_ascii_case_only() -> None:
+    assert split_request_target("/HC1/a?x=1", "hc1") == ("/a", "x=1")
+    assert split_request_target("/\u212aelvin/a", "kelvin") == ("/\u212aelvin/a", "")

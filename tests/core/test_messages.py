@@ -766,3 +766,14 @@ def test_headers_behave_as_case_insensitive_ordered_mapping(
         remaining = headers.without([dropped.upper()])
         assert dropped not in remaining
         assert len(remaining) == len(headers) - 1
+
+
+def test_response_headers_keep_the_listeners_spelling() -> None:
+    decoded = decode_message(
+        '{"response": {"requestId": "1", "statusCode": 200,'
+        ' "responseHeaders": {"X-Custom-Header": "v", "content-TYPE": "text/plain"}}}'
+    )
+    response = decoded.message
+    assert isinstance(response, Response)
+    assert list(response.response_headers) == ["X-Custom-Header", "content-TYPE"]
+    assert response.response_headers["x-custom-header"] == "v"

@@ -560,6 +560,9 @@ def test_long_key_names_and_resources_are_cut_short_in_details() -> None:
     verdict = verify(signed(encode_component(DOTNET_RESOURCE), skn=name))
     assert verdict.outcome is SasOutcome.UNKNOWN_KEY_NAME
     assert len(verdict.detail) < 300
+    elsewhere = verify(signed(encode_component(f"http://{NS}/{'a' * 5000}")))
+    assert elsewhere.outcome is SasOutcome.WRONG_RESOURCE
+    assert len(elsewhere.detail) < 300
 
 
 @pytest.mark.parametrize("now", [math.nan, math.inf, -math.inf])
@@ -609,9 +612,33 @@ def test_verify_with_a_rule_without_keys_finds_a_bad_signature() -> None:
         "",
     ],
 )
-def test_verify_refuses_a_target_that_is_no_relay_uri(target: str) -> None:
-    with pytest.raises(errors.InvalidUrlError):
-        verify(signed(encode_component(DOTNET_RESOURCE)), target)
+def test_a_target_that_is_no_relay_uri_is_covered_by_no_token(target: str) -> None:
+    # A relay builds the target from the Host a client sent: a verdict, never an exception.
+    verdict = verify(signed(encode_component(DOTNET_RESOURCE)), target)
+    assert verdict.outcome is SasOutcome.WRONG_RESOURCE
+    assert "no relay URI" in verdict.detail
+    forged = verify(signed(encode_component(DOTNET_RESOURCE), key="GUESS"), target)
+    assert forged.outcome is SasOutcome.BAD_SIGNATURE
+
+
+def test_a_host_holding_dot_dot_gives_a_verdict() -> None:
+    host = "evil/.."
+    verdict = verify(signed(encode_component(DOTNET_RESOURCE)), f"http://{host}/hc1")
+    assert verdict.outcome is SasOutcome.WRONG_RESOURCE
+    assert verify("garbage", f"http://{host}/hc1").outcome is SasOutcome.MALFORMED
+
+
+@given(st.text(), st.text())
+def test_verify_never_raises_for_any_token_and_any_host(token: str, host: str) -> None:
+    for candidate in (token, signed(encode_component(DOTNET_RESOURCE))):
+        verdict = verify(candidate, f"http://{host}/hc1")
+        assert isinstance(verdict, SasVerdict)
+
+
+@given(st.text(), st.text())
+def test_verify_never_raises_for_any_target(token: str, target: str) -> None:
+    assert isinstance(verify(token, target), SasVerdict)
+    assert isinstance(verify(signed(encode_component(DOTNET_RESOURCE)), target), SasVerdict)
 
 
 def test_invalid_url_errors_never_quote_the_uri() -> None:
@@ -701,3 +728,116 @@ def test_relay_tokens_verify_for_their_entity_and_its_sub_paths_only(
     if segments:
         sibling = "/".join([*segments[:-1], segments[-1] + "x"])
         assert verify(token, f"sb://{host}/{sibling}").outcome is SasOutcome.WRONG_RESOURCE
+
+
+KELVIN = "\u212a"
+
+
+@pytest.mark.parametrize(
+    ("resource", "target"),
+    [
+        (f"http://{NS}/{KELVIN}elvin", f"sb://{NS}/kelvin"),
+        (f"http://{NS}/kelvin", f"sb://{NS}/{KELVIN}elvin"),
+        (f"http://{NS}/%E2%84%AAelvin", f"sb://{NS}/kelvin"),
+        (f"http://{KELVIN}ontoso/hc1", "sb://kontoso/hc1"),
+        ("http://kontoso/hc1", f"sb://{KELVIN}ontoso/hc1"),
+    ],
+)
+def test_a_token_for_a_name_with_the_kelvin_sign_opens_no_ascii_name(
+    resource: str, target: str
+) -> None:
+    # str.lower() turns the Kelvin sign into 'k': names compare by ASCII case only.
+    verdict = verify(signed(encode_component(resource)), target)
+    assert verdict.outcome is SasOutcome.WRONG_RESOURCE
+
+
+def test_a_prefix_with_non_ascii_capitals_is_not_the_sas_prefix() -> None:
+    token = signed(encode_component(DOTNET_RESOURCE)).replace("Shared", "\u0130hared", 1)
+    assert verify(token).outcome is SasOutcome.MALFORMED
+
+
+def test_relay_token_resource_refuses_a_path_that_starts_with_hc_twice() -> None:
+    with pytest.raises(errors.InvalidUrlError, match="twice"):
+        relay_token_resource(f"wss://{NS}/$hc/$HC/hc1")
+
+
+# A primary key as the portal shows it: base64 of 32 bytes, with '+', '/' and '='.
+SWAPPED_KEY = "q7+Lw/3kZx9T2mJv8Hn0RbYc5dFgUe1AsWpXoKiN4lE="
+
+
+@pytest.mark.parametrize(
+    ("keys", "key", "outcome"),
+    [
+        (KEYS, PRIMARY, SasOutcome.UNKNOWN_KEY_NAME),
+        ({SWAPPED_KEY: [RULE]}, "GUESS", SasOutcome.BAD_SIGNATURE),
+        ({SWAPPED_KEY: [RULE]}, RULE, SasOutcome.VALID),
+    ],
+)
+def test_a_key_given_as_the_key_name_is_never_echoed(
+    keys: dict[str, list[str]], key: str, outcome: SasOutcome
+) -> None:
+    token = signed(encode_component(DOTNET_RESOURCE), key=key, skn=SWAPPED_KEY)
+    verdict = verify(token, keys=keys)
+    assert verdict.outcome is outcome
+    assert SWAPPED_KEY not in verdict.detail
+    assert SWAPPED_KEY[:20] not in verdict.detail
+    assert verdict.token is not None
+    assert SWAPPED_KEY not in repr(verdict.token)
+    assert SWAPPED_KEY not in repr(verdict)
+    if outcome is SasOutcome.UNKNOWN_KEY_NAME:
+        assert "an unknown key name" in verdict.detail
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["RootManageSharedAccessKey2", "send-only", "a", "rule_1.x", "A" * 50],
+)
+def test_a_key_name_shaped_like_a_rule_name_is_echoed(name: str) -> None:
+    verdict = verify(signed(encode_component(DOTNET_RESOURCE), skn=name))
+    assert verdict.outcome is SasOutcome.UNKNOWN_KEY_NAME
+    assert repr(name) in verdict.detail
+    assert repr(name) in repr(verdict.token)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["A" * 51, "-rule", "rule-", "rule.", "ru le", "ru!e", "k\u212aey", "abc+def", "abc/def"],
+)
+def test_a_key_name_not_shaped_like_a_rule_name_is_not_echoed(name: str) -> None:
+    verdict = verify(signed(encode_component(DOTNET_RESOURCE), skn=encode_component(name)))
+    assert verdict.outcome is SasOutcome.UNKNOWN_KEY_NAME
+    assert name not in verdict.detail
+    assert "an unknown key name" in verdict.detail
+
+
+def test_a_misconfigured_rule_named_like_a_key_is_not_echoed_either() -> None:
+    with pytest.raises(errors.LocalProtocolError, match="a rule must be") as caught:
+        verify(signed(encode_component(DOTNET_RESOURCE)), keys={SWAPPED_KEY: PRIMARY})
+    assert SWAPPED_KEY not in str(caught.value)
+    with pytest.raises(errors.LocalProtocolError, match=f"rule '{RULE}'"):
+        verify(signed(encode_component(DOTNET_RESOURCE)), keys={RULE: PRIMARY})
+
+
+def test_the_detail_of_a_valid_token_names_its_rule() -> None:
+    verdict = verify(signed(encode_component(DOTNET_RESOURCE)))
+    assert f"the rights of '{RULE}'" in verdict.detail
+    named = verify(signed(encode_component(DOTNET_RESOURCE), skn="x+y"), keys={"x+y": [PRIMARY]})
+    assert named.valid
+    assert "its rule" in named.detail
+    assert "x+y" not in named.detail
+
+
+@pytest.mark.parametrize(
+    ("resource", "target", "outcome"),
+    [
+        (f"http://{NS}/hc1/", f"http://{NS}//hc1", SasOutcome.VALID),
+        (f"http://{NS}/hc1/", f"wss://{NS}//$hc//hc1/x", SasOutcome.VALID),
+        (f"http://{NS}/a/b", f"http://{NS}//a", SasOutcome.WRONG_RESOURCE),
+        (f"http://{NS}/a/b", f"http://{NS}/a//", SasOutcome.WRONG_RESOURCE),
+        (f"http://{NS}//a", f"http://{NS}/a/b", SasOutcome.VALID),
+        (f"http://{NS}/hc1/", f"http://{NS}//hc2", SasOutcome.WRONG_RESOURCE),
+        (f"http://{NS}/hc1/", f"http://{NS}//hc1/..", SasOutcome.WRONG_RESOURCE),
+    ],
+)
+def test_empty_segments_widen_no_token(resource: str, target: str, outcome: SasOutcome) -> None:
+    assert verify(signed(encode_component(resource)), target).outcome is outcome

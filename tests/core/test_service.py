@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hyco_core import (
     Accept,
@@ -14,6 +18,7 @@ from hyco_core import (
     HttpRendezvous,
     HttpServer,
     IncomingRequest,
+    ListenerResponseError,
     LocalProtocolError,
     MessageReceived,
     Opened,
@@ -36,8 +41,12 @@ from hyco_core import (
     UnknownContentIgnored,
     WebSocketChannel,
     add_via,
+    check_listener_response,
+    decode_message,
+    encode_message,
     forwarded_connect_headers,
     forwarded_request_headers,
+    listener_reject_status,
     request_token,
 )
 from hyco_core.events import Event
@@ -370,3 +379,152 @@ def test_forwarded_headers_lose_credentials_and_hop_by_hop_headers() -> None:
 def test_via_names_the_relay() -> None:
     assert add_via(Headers({"A": "1"}), "ns.example")["Via"] == "1.1 ns.example"
     assert add_via(Headers({"via": "1.0 proxy"}), "ns")["via"] == "1.0 proxy, 1.1 ns"
+
+
+def _read_head(data: bytes) -> IncomingRequest:
+    http = HttpServer()
+    http.receive_data(data)
+    request = http.next_event()
+    assert isinstance(request, IncomingRequest)
+    return request
+
+
+def test_a_senders_header_reaches_the_listener_spelled_as_sent() -> None:
+    upgrade = _read_head(
+        b"GET /$hc/hc1 HTTP/1.1\r\nHost: ns\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"X-Custom-Header: a\r\nx-CUSTOM-header: b\r\nServiceBusAuthorization: t\r\n\r\n"
+    )
+    assert upgrade.is_websocket
+    assert upgrade.headers["x-custom-header"] == "a, b"
+    accept = Accept(
+        address="wss://ns/$hc/hc1?sb-hc-action=accept&sb-hc-id=1",
+        id="1",
+        connect_headers=forwarded_connect_headers(upgrade.headers),
+    )
+    connect_headers = json.loads(encode_message(accept))["accept"]["connectHeaders"]
+    assert connect_headers["X-Custom-Header"] == "a, b"
+    assert "Sec-WebSocket-Key" in connect_headers
+    assert "ServiceBusAuthorization" not in connect_headers
+
+    plain = _read_head(
+        b"POST /hc1 HTTP/1.1\r\nHost: ns\r\nContent-Length: 0\r\nX-Custom-Header: c\r\n"
+        b"Content-Type: text/plain\r\n\r\n"
+    )
+    request = Request(
+        address="wss://ns/$hc/hc1?sb-hc-action=request&sb-hc-id=2",
+        id="2",
+        request_target="/hc1",
+        method="POST",
+        request_headers=forwarded_request_headers(plain.headers, token_header=None),
+        body=False,
+    )
+    request_headers = json.loads(encode_message(request))["request"]["requestHeaders"]
+    assert request_headers == {"X-Custom-Header": "c", "Content-Type": "text/plain"}
+
+
+def _answer(response: Response) -> bytes:
+    http = HttpServer()
+    http.receive_data(b"GET /hc1 HTTP/1.1\r\nHost: ns\r\n\r\n")
+    assert isinstance(http.next_event(), IncomingRequest)
+    check_listener_response(response)
+    reason = response.status_description or "x"
+    headers = list(response.response_headers.items())
+    return http.start_response(response.status_code, reason, headers, content_length=0)
+
+
+def _listener_response(headers: dict[str, str], status: int = 200) -> Response:
+    document = {"response": {"requestId": "1", "statusCode": status, "responseHeaders": headers}}
+    message = decode_message(json.dumps(document)).message
+    assert isinstance(message, Response)
+    return message
+
+
+def test_latin1_header_text_goes_out_as_latin1_bytes_and_other_text_as_utf8() -> None:
+    head = _answer(
+        _listener_response(
+            {
+                "Content-Disposition": "attachment; filename=café.txt",
+                "X-Euro": "5 €",
+                "X-Padded": "  kept inside  ",
+            }
+        )
+    )
+    assert b"Content-Disposition: attachment; filename=caf\xe9.txt\r\n" in head
+    assert b"X-Euro: 5 \xe2\x82\xac\r\n" in head
+    assert b"X-Padded: kept inside\r\n" in head
+
+
+@pytest.mark.parametrize("status", [200, 204, 404, 599, 600, 999])
+def test_final_statuses_up_to_999_pass_on(status: int) -> None:
+    assert _answer(_listener_response({}, status)).startswith(f"HTTP/1.1 {status} ".encode())
+
+
+@pytest.mark.parametrize("status", [100, 101, 103, 199])
+def test_a_1xx_status_is_no_answer_to_pass_on(status: int) -> None:
+    with pytest.raises(ListenerResponseError, match=str(status)):
+        check_listener_response(_listener_response({}, status))
+
+
+@pytest.mark.parametrize(
+    "text", ["a\r\nSet-Cookie: x", "a\nb", "a\rb", "nul\x00", "\x01", "\x7f", "\x85"]
+)
+def test_control_characters_in_a_listeners_text_are_refused(text: str) -> None:
+    with pytest.raises(ListenerResponseError, match="'X-Value' header") as caught:
+        check_listener_response(_listener_response({"X-Value": text}))
+    assert text not in str(caught.value)
+    described = Response(request_id="1", status_code=200, status_description=f"OK{text}")
+    with pytest.raises(ListenerResponseError, match="description"):
+        check_listener_response(described)
+    http = HttpServer()
+    http.receive_data(b"GET / HTTP/1.1\r\nHost: ns\r\n\r\n")
+    http.next_event()
+    with pytest.raises(LocalProtocolError):
+        http.start_response(200, "OK", [("X-Value", text)], content_length=0)
+    with pytest.raises(LocalProtocolError):
+        http.start_response(200, f"OK{text}", [], content_length=0)
+
+
+def test_tabs_and_non_ascii_descriptions_pass_on() -> None:
+    response = Response(
+        request_id="1",
+        status_code=200,
+        status_description="Überprüft 完成",
+        response_headers=Headers({"X-Tab": "a\tb"}),
+    )
+    head = _answer(response)
+    assert head.startswith("HTTP/1.1 200 Überprüft 完成\r\n".encode())
+    assert b"X-Tab: a\tb\r\n" in head
+
+
+@given(st.text())
+def test_any_listener_text_is_either_refused_or_written(text: str) -> None:
+    try:
+        response = Response(
+            request_id="1",
+            status_code=200,
+            status_description=text,
+            response_headers=Headers({"X-Any": text}),
+        )
+        check_listener_response(response)
+    except ListenerResponseError:
+        return
+    assert _answer(response).startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.parametrize(("text", "status"), [("200", 200), ("403", 403), ("999", 999)])
+def test_a_reject_status_of_a_final_status_is_passed_on(text: str, status: int) -> None:
+    assert listener_reject_status(text, "go away now") == status
+
+
+@pytest.mark.parametrize(
+    "text", ["101", "199", "100", "0200", "20", "1000", "+20", "٢٠٠", "", "abc", " 200"]
+)
+def test_a_reject_status_that_is_not_final_is_refused(text: str) -> None:
+    with pytest.raises(ListenerResponseError):
+        listener_reject_status(text, "")
+
+
+def test_a_reject_description_with_a_line_break_is_refused() -> None:
+    with pytest.raises(ListenerResponseError, match="description"):
+        listener_reject_status("403", "go\r\nSet-Cookie: x")

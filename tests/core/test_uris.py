@@ -5,7 +5,7 @@ from __future__ import annotations
 import string
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlencode
 
 import pytest
 from hypothesis import assume, example, given
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from hyco_conformance.vectors import load_vectors
 from hyco_core.errors import InvalidUrlError, LocalProtocolError
-from hyco_core.sas import parse_sas_token, verify_sas_token
+from hyco_core.sas import create_relay_token, parse_sas_token, verify_sas_token
 from hyco_core.uris import (
     RelayUrl,
     append_relay_token,
@@ -472,3 +472,111 @@ def test_redact_url_changes_nothing_without_a_token(url: str) -> None:
     lowered = url.lower()
     assume("sb-hc-token" not in lowered and "sig" not in lowered)
     assert redact_url(url) == url
+
+
+KELVIN_ESCAPED = "%E2%84%AA"  # U+212A KELVIN SIGN, which str.lower() turns into 'k'
+
+
+def test_an_entity_spelled_with_the_kelvin_sign_is_not_the_ascii_entity() -> None:
+    with pytest.raises(InvalidUrlError, match="names no hybrid connection"):
+        parse_relay_url(f"wss://{NS}/$hc/{KELVIN_ESCAPED}elvin", entities=["kelvin"])
+    with pytest.raises(InvalidUrlError, match="names no hybrid connection"):
+        parse_relay_url(f"https://{NS}/{KELVIN_ESCAPED}elvin/x", entities=["Kelvin"])
+    assert parse_relay_url(f"wss://{NS}/$hc/KELVIN", entities=["kelvin"]).entity == "KELVIN"
+
+
+def test_a_parameter_spelled_with_the_kelvin_sign_is_not_the_token() -> None:
+    url = parse_relay_url(f"wss://{NS}/$hc/hc1?sb-hc-to{KELVIN_ESCAPED}en=SECRET")
+    assert url.token is None
+    assert "sb-hc-token" not in url.relay_parameters
+
+
+def test_a_reject_description_written_as_a_form_value_reads_with_spaces() -> None:
+    # .NET's WebUtility.UrlEncode writes the description's spaces as '+'.
+    accept = f"wss://{NS}/$hc/hc1?sb-hc-action=accept&sb-hc-id=abc"
+    url = parse_relay_url(f"{accept}&sb-hc-statusCode=403&sb-hc-statusDescription=go+away+now")
+    assert url.relay_parameters["sb-hc-statusdescription"] == "go away now"
+    assert url.relay_parameters["sb-hc-statuscode"] == "403"
+    spelled = parse_relay_url(f"{accept}&sb-hc-statusDescription=1%2B1%20is+2")
+    assert spelled.relay_parameters["sb-hc-statusdescription"] == "1+1 is 2"
+
+
+def test_a_token_written_by_urlencode_reads_back_exactly_and_verifies() -> None:
+    token = create_relay_token(f"https://{NS}/hc1", "RootManageSharedAccessKey", "KEY+/=", now=0)
+    query = urlencode({"sb-hc-token": token, "sb-hc-id": "a b"})
+    assert "+" in query
+    url = parse_relay_url(f"wss://{NS}/$hc/hc1?sb-hc-action=listen&{query}")
+    assert url.token == token
+    assert url.tracking_id == "a b"
+    verdict = verify_sas_token(
+        token, keys={"RootManageSharedAccessKey": ["KEY+/="]}, target=f"sb://{NS}/hc1", now=1
+    )
+    assert verdict.valid
+
+
+def test_user_query_items_keep_their_plus_signs() -> None:
+    url = parse_relay_url(f"https://{NS}/hc1?q=a+b&sb-hc-id=c+d&r=%2B")
+    assert url.query == "q=a+b&r=%2B"
+    assert url.tracking_id == "c d"
+
+
+@given(st.text(alphabet=st.characters(exclude_categories=["Cs"])))
+def test_any_relay_parameter_value_written_by_urlencode_reads_back(value: str) -> None:
+    url = parse_relay_url(f"wss://{NS}/$hc/hc1?{urlencode({'sb-hc-id': value})}")
+    assert url.tracking_id == value
+
+
+@pytest.mark.parametrize(
+    ("url", "entity", "suffix", "is_http"),
+    [
+        (f"https://{NS}//hc1", "hc1", "", True),
+        (f"https://{NS}///hc1/api//x?q=1", "hc1", "/api//x", True),
+        (f"wss://{NS}/$hc//hc1?sb-hc-action=listen", "hc1", "", False),
+        (f"wss://{NS}//$hc/hc1?sb-hc-action=connect", "hc1", "", False),
+        (f"wss://{NS}//$hc///hc1/sub", "hc1", "/sub", False),
+        (f"wss://{NS}/$hc//a//b/c", "a/b", "/c", False),
+        (f"https://{NS}//A//B//c", "A/B", "//c", True),
+        (f"https://{NS}//a/c", "a", "/c", True),
+    ],
+)
+def test_empty_segments_before_and_inside_the_entity_are_skipped(
+    url: str, entity: str, suffix: str, is_http: bool
+) -> None:
+    parsed = parse_relay_url(url, entities=["hc1", "a", "a/b"])
+    assert (parsed.entity, parsed.suffix, parsed.is_http) == (entity, suffix, is_http)
+    if entity == "hc1":
+        assert parse_relay_url(url).entity == "hc1"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"wss://{NS}/$hc//",
+        f"wss://{NS}//",
+        f"https://{NS}//",
+        f"wss://{NS}/$hc//./hc1",
+        f"wss://{NS}/$hc//../hc1",
+        f"https://{NS}//%2E%2E/hc1",
+        f"wss://{NS}/.//$hc/hc1",
+    ],
+)
+def test_empty_segments_never_hide_an_empty_or_dot_entity(url: str) -> None:
+    with pytest.raises(InvalidUrlError):
+        parse_relay_url(url)
+    with pytest.raises(InvalidUrlError):
+        parse_relay_url(url, entities=["hc1"])
+
+
+@given(st.integers(0, 3), st.integers(0, 3), st.integers(0, 3))
+def test_a_token_for_an_entity_opens_it_however_many_slashes_the_address_has(
+    before: int, after: int, inside: int
+) -> None:
+    url = f"wss://{NS}/{'/' * before}$hc/{'/' * after}a/{'/' * inside}b"
+    parsed = parse_relay_url(url, entities=["a", "a/b"])
+    assert parsed.entity == "a/b"
+    token = create_relay_token(f"sb://{NS}/a/b", "Rule", "KEY", now=0)
+    keys = {"Rule": ["KEY"]}
+    assert verify_sas_token(token, keys=keys, target=url, now=1).valid
+    # The relay's target is built from the entity it resolved: the same verdict.
+    target = f"http://{NS}/{parsed.entity}"
+    assert verify_sas_token(token, keys=keys, target=target, now=1).valid

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,12 +12,19 @@ from hyco_core._wire import (
     BodyEnd,
     BodyPiece,
     ClientHandshake,
+    HandshakeAccepted,
+    HandshakeRefused,
     HttpServer,
     IncomingRequest,
     accept_key,
     split_websocket_url,
 )
-from hyco_core.errors import InvalidUrlError, LocalProtocolError, RemoteProtocolError
+from hyco_core.errors import (
+    InvalidRequestError,
+    InvalidUrlError,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 
 from .scripted_relay import NONCE
 
@@ -157,3 +166,182 @@ def test_server_on_any_bytes_reads_or_raises_remote_errors(data: bytes) -> None:
         server.next_event()
     except RemoteProtocolError:
         pass
+
+
+def test_a_servers_answer_keeps_the_spelling_of_its_header_names() -> None:
+    refused = ClientHandshake(url="ws://relay/$hc/hc1", nonce=NONCE)
+    outcome = refused.receive_data(
+        b"HTTP/1.1 404 Not Found\r\nX-Tracking-Id: 7\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert isinstance(outcome, HandshakeRefused)
+    assert list(outcome.headers) == ["X-Tracking-Id", "Content-Length"]
+    accepted = ClientHandshake(url="ws://relay/$hc/hc1", nonce=NONCE)
+    key = accept_key(base64.b64encode(NONCE)).decode()
+    outcome = accepted.receive_data(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        + f"Sec-WebSocket-Accept: {key}\r\nX-Relay-Thing: 1\r\n\r\n".encode()
+    )
+    assert isinstance(outcome, HandshakeAccepted)
+    assert "X-Relay-Thing" in list(outcome.headers)
+    assert outcome.headers["x-relay-thing"] == "1"
+
+
+def events_of(server: HttpServer, data: bytes, chunk: int) -> list[object]:
+    """Feed ``data`` in pieces of ``chunk`` bytes and collect every event until a body ends."""
+    events: list[object] = []
+    for start in range(0, len(data), chunk):
+        server.receive_data(data[start : start + chunk])
+        while (event := server.next_event()) is not None:
+            events.append(event)
+    return events
+
+
+def refusal_of(data: bytes, chunk: int, **limits: int) -> InvalidRequestError:
+    server = HttpServer(**limits)
+    with pytest.raises(InvalidRequestError) as caught:
+        events_of(server, data, chunk)
+    # The refusal stands: nothing after the refused head is ever read.
+    server.receive_data(b"GET / HTTP/1.1\r\nHost: r\r\n\r\n")
+    with pytest.raises(InvalidRequestError):
+        server.next_event()
+    return caught.value
+
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: r\r\n\r\n"
+AMBIGUOUS_HEADS = {
+    "both": b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+    "te first": b"Transfer-Encoding: chunked\r\nContent-Length: 40\r\n",
+    "odd case and spacing": b"content-LENGTH:5\r\ntransfer-encoding:   CHUNKED  \r\n",
+    "te folded": b"Content-Length: 5\r\nTransfer-Encoding:\r\n chunked\r\n",
+    "te folded with a tab": b"Content-Length: 5\r\nTransfer-Encoding: gzip,\r\n\tchunked\r\n",
+}
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100_000])
+@pytest.mark.parametrize("framing", AMBIGUOUS_HEADS)
+def test_a_head_with_two_framings_is_refused_before_a_smuggled_request(
+    framing: str, chunk: int
+) -> None:
+    data = (
+        b"POST /hc1 HTTP/1.1\r\nHost: r\r\n"
+        + AMBIGUOUS_HEADS[framing]
+        + b"\r\n0\r\n\r\n"
+        + SMUGGLED
+    )
+    error = refusal_of(data, chunk)
+    assert error.status_code == 400
+    assert isinstance(error, RemoteProtocolError)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 100_000])
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET / HTTP/1.1\r\nHost: r\r\nX-A: b\r\n c\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: r\r\nX-A: b\r\n\tc\r\n\r\n",
+        b"GET / HTTP/1.1\r\n Host: r\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: r\n X-A: b\n\n",
+    ],
+)
+def test_a_folded_header_line_is_refused_with_400(head: bytes, chunk: int) -> None:
+    assert refusal_of(head, chunk).status_code == 400
+
+
+def test_a_body_may_hold_what_would_be_a_fold_in_a_head() -> None:
+    data = b"POST / HTTP/1.1\r\nHost: r\r\nContent-Length: 4\r\n\r\n\n \n "
+    events = events_of(HttpServer(), data, 1)
+    assert b"".join(e.data for e in events if isinstance(e, BodyPiece)) == b"\n \n "
+    assert isinstance(events[-1], BodyEnd)
+
+
+def big_head(size: int) -> bytes:
+    start, end = b"GET / HTTP/1.1\r\nHost: r\r\nX-Big: ", b"\r\n\r\n"
+    return start + b"a" * (size - len(start) - len(end)) + end
+
+
+@pytest.mark.parametrize("chunk", [1, 1000, 4096, 100_000])
+def test_the_head_limit_holds_whatever_the_reads(chunk: int) -> None:
+    limit = 2048
+    assert isinstance(
+        events_of(HttpServer(max_header_bytes=limit), big_head(limit), chunk)[0], IncomingRequest
+    )
+    assert refusal_of(big_head(limit + 1), chunk, max_header_bytes=limit).status_code == 431
+
+
+def test_an_89_kb_head_in_one_read_gets_431() -> None:
+    assert refusal_of(big_head(89_000), 100_000).status_code == 431
+
+
+def target_request(length: int) -> bytes:
+    return b"GET /" + b"a" * (length - 1) + b" HTTP/1.1\r\nHost: r\r\n\r\n"
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 100_000])
+def test_the_request_target_limit_answers_414(chunk: int) -> None:
+    limit = 300
+    request = events_of(HttpServer(max_target_bytes=limit), target_request(limit), chunk)[0]
+    assert isinstance(request, IncomingRequest)
+    assert len(request.target) == limit
+    assert refusal_of(target_request(limit + 1), chunk, max_target_bytes=limit).status_code == 414
+
+
+def test_a_70000_character_target_gets_414_with_the_default_limits() -> None:
+    assert refusal_of(target_request(70_000), 100_000).status_code == 414
+    assert refusal_of(target_request(70_000), 4096).status_code == 414
+    assert isinstance(events_of(HttpServer(), target_request(16 * 1024), 4096)[0], IncomingRequest)
+
+
+@given(st.integers(1, 64), st.integers(0, 2))
+def test_any_reads_give_the_same_request_or_the_same_refusal(chunk: int, case: int) -> None:
+    limits = {"max_header_bytes": 256, "max_target_bytes": 64}
+    good = b"GET /" + b"t" * 63 + b" HTTP/1.1\r\nHost: r\r\nX-A: b\r\n\r\n"
+    expected = events_of(HttpServer(**limits), good, len(good))
+    assert [repr(e) for e in events_of(HttpServer(**limits), good, chunk)] == [
+        repr(e) for e in expected
+    ]
+    bad = [target_request(65), big_head(257), b"GET / HTTP/1.1\r\nHost: r\r\n x\r\n\r\n"][case]
+    whole = refusal_of(bad, len(bad), **limits).status_code
+    assert refusal_of(bad, chunk, **limits).status_code == whole == [414, 431, 400][case]
+
+
+def test_a_pipelined_second_head_is_checked_too() -> None:
+    first = b"GET /a HTTP/1.1\r\nHost: r\r\n\r\n"
+    for second, status in [
+        (target_request(301), 414),
+        (big_head(2049), 431),
+        (b"GET / HTTP/1.1\r\nHost: r\r\nX: a\r\n b\r\n\r\n", 400),
+    ]:
+        server = HttpServer(max_header_bytes=2048, max_target_bytes=300)
+        server.receive_data(first + second)
+        assert isinstance(server.next_event(), IncomingRequest)
+        assert server.next_event() == BodyEnd()
+        server.start_response(204, "No Content", [], content_length=0)
+        server.end_response()
+        assert server.start_next_request()
+        with pytest.raises(InvalidRequestError) as caught:
+            server.next_event()
+        assert caught.value.status_code == status
+    server = HttpServer()
+    server.receive_data(first + first)
+    assert isinstance(server.next_event(), IncomingRequest)
+    assert server.next_event() == BodyEnd()
+    server.start_response(204, "No Content", [], content_length=0)
+    server.end_response()
+    assert server.start_next_request()
+    assert isinstance(server.next_event(), IncomingRequest)
+
+
+def test_h11s_refusals_carry_their_status_and_never_quote_the_request() -> None:
+    unsupported = refusal_of(b"POST / HTTP/1.1\r\nHost: r\r\nTransfer-Encoding: gzip\r\n\r\n", 99)
+    assert unsupported.status_code == 501
+    malformed = refusal_of(b"GET /?sb-hc-token=SECRET\x01 HTTP/1.1\r\nHost: r\r\n\r\n", 99)
+    assert malformed.status_code == 400
+    assert "SECRET" not in str(malformed)
+    assert "malformed" in str(malformed)
+
+
+def test_a_header_name_that_is_no_ascii_token_is_a_local_error() -> None:
+    server = HttpServer()
+    read_request(server, b"GET / HTTP/1.1\r\nHost: r\r\n\r\n")
+    with pytest.raises(LocalProtocolError, match="ASCII"):
+        server.start_response(200, "OK", [("Caf\u00e9", "x")], content_length=0)
