@@ -143,6 +143,7 @@ from .timing import (
     renewal_time,
 )
 from .uris import (
+    HostedEntities,
     RelayUrl,
     append_relay_token,
     create_reject_uri,
@@ -191,6 +192,7 @@ __all__ = [
     "Event",
     "HandshakeRefused",
     "Headers",
+    "HostedEntities",
     "HttpRendezvous",
     "HttpServer",
     "HycoError",

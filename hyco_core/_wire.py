@@ -442,7 +442,14 @@ class HttpServer:
         headers: Sequence[tuple[str, str]] = (),
         body: bytes = b"",
     ) -> bytes:
-        """Answer with an error status and reason phrase, then close the connection."""
+        """Answer with an error status and reason phrase, then close the connection.
+
+        Also the answer to a head that could not be read (the :class:`InvalidRequestError`
+        :meth:`next_event` raised), or that was never read (a client turned away at once).
+        Raises :class:`LocalProtocolError` for a status outside 200..999 or text with control
+        characters."""
+        if self._request is None or self._refusal is not None:
+            return _answer_without_request(status_code, reason, headers, body)
         return (
             self.start_response(
                 status_code,
@@ -520,6 +527,25 @@ class HttpServer:
         if self._request is None:
             raise LocalProtocolError("no request has been read yet")
         return self._request
+
+
+def _answer_without_request(
+    status_code: int, reason: str, headers: Sequence[tuple[str, str]], body: bytes
+) -> bytes:
+    """A whole response that closes the connection, for a client whose request h11 holds
+    no state for: written here, in h11's shape, since h11 answers only requests it read."""
+    if not 200 <= status_code <= 999:
+        raise LocalProtocolError(f"cannot refuse with {status_code}: a status is 200 to 999")
+    try:
+        named = Headers([*headers, ("Content-Length", str(len(body))), ("Connection", "close")])
+    except ValueError as error:
+        raise LocalProtocolError(str(error)) from None
+    lines = [b"HTTP/1.1 %d %s" % (status_code, encode_header_text(reason))]
+    lines += [
+        name.encode("ascii") + b": " + encode_header_text(value).strip(b" \t")
+        for name, value in named.items()
+    ]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 def _header_name_bytes(name: str) -> bytes:

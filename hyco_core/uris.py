@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from urllib.parse import quote, unquote, unquote_to_bytes
@@ -37,6 +37,7 @@ from .names import ascii_lower
 from .sas import create_relay_token, encode_component
 
 __all__ = [
+    "HostedEntities",
     "RelayUrl",
     "append_relay_token",
     "create_reject_uri",
@@ -296,7 +297,25 @@ def strip_relay_query(query: str) -> str:
     return _without_relay_items(query.removeprefix("?"))
 
 
-def parse_relay_url(url: str, *, entities: Collection[str] | None = None) -> RelayUrl:
+class HostedEntities:
+    """The hybrid connections a relay hosts, indexed once for :func:`parse_relay_url`, so that
+    a relay with thousands of them resolves each address in time that depends on the address,
+    not on their number. Names compare by ASCII case only."""
+
+    __slots__ = ("_folded", "depth")
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self._folded = frozenset(ascii_lower(name) for name in names)
+        self.depth = max((name.count("/") + 1 for name in self._folded), default=0)
+        """How many path segments the deepest name has."""
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and ascii_lower(name) in self._folded
+
+
+def parse_relay_url(
+    url: str, *, entities: Collection[str] | HostedEntities | None = None
+) -> RelayUrl:
     """Read a relay address into its parts.
 
     WebSocket addresses (``ws``, ``wss``) must start their path with ``$hc``; ``http`` and
@@ -471,7 +490,7 @@ def _relay_parameters(url: str, query: str) -> dict[str, str]:
 
 
 def _resolve_entity(
-    url: str, segments: list[str], entities: Collection[str] | None
+    url: str, segments: list[str], entities: Collection[str] | HostedEntities | None
 ) -> tuple[str, str]:
     """Split the path segments after ``$hc`` into the entity and the suffix.
 
@@ -480,10 +499,10 @@ def _resolve_entity(
     """
     if entities is None:
         return _entity_segment(url, segments[0] if segments else ""), _suffix_of(segments[1:])
-    wanted = {ascii_lower(name) for name in entities}
+    hosted = entities if isinstance(entities, HostedEntities) else HostedEntities(entities)
     # Only as many segments as the deepest entity has can match, so a hostile path with many
     # segments costs no more than a short one.
-    depth = max((name.count("/") + 1 for name in wanted), default=0)
+    depth = hosted.depth
     decoded: list[str] = []
     ends: list[int] = []
     for index, raw in enumerate(segments):
@@ -498,7 +517,7 @@ def _resolve_entity(
         ends.append(index + 1)
     for count in range(len(decoded), 0, -1):
         entity = "/".join(decoded[:count])
-        if ascii_lower(entity) in wanted:
+        if entity in hosted:
             return entity, _suffix_of(segments[ends[count - 1] :])
     raise _invalid(url, "names no hybrid connection hosted here")
 

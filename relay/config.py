@@ -59,7 +59,7 @@ from typing import Any
 from hyco_core.connection_string import ConnectionString
 from hyco_core.errors import HycoError, InvalidUrlError, LocalProtocolError
 from hyco_core.names import ascii_lower as _fold
-from hyco_core.uris import normalize_namespace, validate_entity_path
+from hyco_core.uris import HostedEntities, normalize_namespace, validate_entity_path
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -260,6 +260,8 @@ class NamespaceConfig:
     """Where clients reach this namespace, when not at the relay's own public address with the
     namespace's name as host (see :meth:`RelayConfig.public_address`)."""
     _entities: dict[str, EntityConfig] = field(init=False, repr=False, compare=False)
+    hosted: HostedEntities = field(init=False, repr=False, compare=False)
+    """The entities' names, indexed for :func:`hyco_core.parse_relay_url`."""
 
     def __post_init__(self) -> None:
         if self.public_url is not None:
@@ -279,6 +281,7 @@ class NamespaceConfig:
         )
         entities = {_fold(entity.name): entity for entity in self.entities}
         object.__setattr__(self, "_entities", entities)
+        object.__setattr__(self, "hosted", HostedEntities(entities))
 
     def entity(self, path: str) -> EntityConfig | None:
         """Return the entity named ``path`` (compared case-insensitively), or ``None``."""

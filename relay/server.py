@@ -50,7 +50,9 @@ from hyco_core import (
     Headers,
     HttpServer,
     IncomingRequest,
+    InvalidRequestError,
     InvalidUrlError,
+    ListenerResponseError,
     LocalProtocolError,
     MessageReceived,
     PingReceived,
@@ -68,8 +70,11 @@ from hyco_core import (
     ServiceHttpRendezvous,
     TokenRenewed,
     add_via,
+    ascii_lower,
+    check_listener_response,
     forwarded_connect_headers,
     forwarded_request_headers,
+    listener_reject_status,
     normalize_namespace,
     parse_relay_url,
     reason_phrase,
@@ -107,6 +112,8 @@ _TOO_MANY_CONNECTIONS = (
     b"HTTP/1.1 429 Too many connections from this address\r\n"
     b"Connection: close\r\nContent-Length: 0\r\n\r\n"
 )
+_DRAIN_TIME = 1.0
+_DRAIN_LIMIT = 1024 * 1024
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _LOGGED_LIMIT = 200
 _MAX_CLIENT_BUCKETS = 10_000  # client addresses whose connection rate is tracked
@@ -347,10 +354,10 @@ class Relay:
         )
 
     def _entity_stats(self, namespace: NamespaceConfig, entity: EntityConfig) -> _EntityStats:
-        return self._stats.setdefault((namespace.name.lower(), entity.name.lower()), _EntityStats())
+        return self._stats.setdefault(_registry_key(namespace, entity), _EntityStats())
 
     def listener_count(self, namespace: str, entity: str) -> int:
-        return len(self._listeners.get((namespace.lower(), entity.lower()), []))
+        return len(self._listeners.get((ascii_lower(namespace), ascii_lower(entity)), []))
 
     def stats(self, namespace: NamespaceConfig | None = None) -> dict[str, object]:
         """The counters of every entity, or of ``namespace``'s only, and how many senders wait
@@ -407,6 +414,9 @@ class Relay:
             try:
                 with anyio.fail_after(_HEAD_TIMEOUT):
                     request = await _read_head(stream, http)
+            except InvalidRequestError as error:
+                await self._refuse(stream, http, None, _unreadable(error))
+                return None
             except (TimeoutError, RemoteProtocolError, *STREAM_ERRORS):
                 return None
         if request is None:
@@ -417,6 +427,8 @@ class Relay:
             return await self._route(stream, http, request, remote)
         except _Refusal as refusal:
             await self._refuse(stream, http, request, refusal)
+        except InvalidRequestError as error:  # a later request on the connection
+            await self._refuse(stream, http, None, _unreadable(error))
         except Exception as error:
             if _ended_by_peer(error):
                 # A client that went away, stalled or broke HTTP mid-way (a cut body, a
@@ -479,16 +491,7 @@ class Relay:
         if operations and path == "/stats" and not self.config.stats_requires_manage:
             await self._send_json(stream, http, 200, self.stats())
             return None
-        # The Host header only selects a namespace; it never shapes an address the relay
-        # hands out (those come from public_address), and it must be a host to do even that.
-        host = request.headers.get("host", "")
-        try:
-            normalize_namespace(host)
-        except InvalidUrlError as error:
-            raise _Refusal(400, f"The Host header is not a host name: {error}") from None
-        namespace = self.config.namespace(host)
-        if namespace is None:
-            raise _Refusal(404, f"No namespace is served at host {host!r}", code="EndpointNotFound")
+        host, namespace = self._namespace_for(request)
         if operations and path == "/stats":  # with stats_requires_manage
             self._verify_namespace(_operations_token(request), host, namespace)
             await self._send_json(stream, http, 200, self.stats(namespace))
@@ -496,20 +499,7 @@ class Relay:
         if operations and path == _PRESENCE_PATH:
             await self._serve_presence(stream, http, request, namespace)
             return None
-        scheme = (
-            ("wss" if request.is_websocket else "https")
-            if self.secure
-            else ("ws" if request.is_websocket else "http")
-        )
-        try:
-            url = parse_relay_url(
-                f"{scheme}://{host}{request.target}", entities=[e.name for e in namespace.entities]
-            )
-        except InvalidUrlError as error:
-            message = f"Endpoint does not exist: {error}"
-            raise _Refusal(404, message, code="EndpointNotFound") from None
-        entity = namespace.entity(url.entity)
-        assert entity is not None
+        url, entity = self._resolve(request, host, namespace)
         if not request.is_websocket:
             if not url.is_http:
                 raise _Refusal(400, "A $hc address needs a WebSocket upgrade")
@@ -536,6 +526,40 @@ class Relay:
         else:
             raise _Refusal(400, f"Unknown action {action!r}")
         return None
+
+    def _namespace_for(self, request: IncomingRequest) -> tuple[str, NamespaceConfig]:
+        """The request's ``Host`` and the namespace it selects.
+
+        The Host header only selects a namespace; it never shapes an address the relay hands
+        out (those come from :meth:`public_address`), and it must be a host to do even that.
+        """
+        host = request.headers.get("host", "")
+        try:
+            normalize_namespace(host)
+        except InvalidUrlError as error:
+            raise _Refusal(400, f"The Host header is not a host name: {error}") from None
+        namespace = self.config.namespace(host)
+        if namespace is None:
+            raise _Refusal(404, f"No namespace is served at host {host!r}", code="EndpointNotFound")
+        return host, namespace
+
+    def _resolve(
+        self, request: IncomingRequest, host: str, namespace: NamespaceConfig
+    ) -> tuple[RelayUrl, EntityConfig]:
+        """The request's address and the entity of ``namespace`` it names (404 otherwise)."""
+        if request.is_websocket:
+            scheme = "wss" if self.secure else "ws"
+        else:
+            scheme = "https" if self.secure else "http"
+        try:
+            url = parse_relay_url(f"{scheme}://{host}{request.target}", entities=namespace.hosted)
+        except InvalidUrlError as error:
+            message = f"Endpoint does not exist: {error}"
+            raise _Refusal(404, message, code="EndpointNotFound") from None
+        entity = namespace.entity(url.entity)
+        if entity is None:  # the kernel and the configuration disagree on a name: never serve it
+            raise _Refusal(404, "Endpoint does not exist", code="EndpointNotFound")
+        return url, entity
 
     def _authorize(
         self,
@@ -601,8 +625,7 @@ class Relay:
         url: RelayUrl,
     ) -> None:
         _header, expires_at = self._authorize(request, url, namespace, entity, Right.LISTEN)
-        key = (namespace.name.lower(), entity.name.lower())
-        listeners = self._listeners.setdefault(key, [])
+        listeners = self._listeners.setdefault(_registry_key(namespace, entity), [])
         if len(listeners) >= self.config.max_listeners_per_entity:
             limit = self.config.max_listeners_per_entity
             raise _Refusal(403, f"Quota exceeded: at most {limit} listeners per hybrid connection")
@@ -700,7 +723,7 @@ class Relay:
         tried: Collection[_Listener] = (),
     ) -> _Listener | None:
         """A random eligible listener, other than those already ``tried``."""
-        candidates = self._listeners.get((namespace.name.lower(), entity.name.lower()), [])
+        candidates = self._listeners.get(_registry_key(namespace, entity), [])
         allowed = _id_list(headers.get("microsoft-relay-allowedlisteners"))
         disallowed = _id_list(headers.get("microsoft-relay-disallowedlisteners"))
         eligible = [
@@ -708,8 +731,8 @@ class Relay:
             for listener in candidates
             if listener.channel.state is ChannelState.OPEN
             and listener not in tried
-            and (not allowed or listener.id.lower() in allowed)
-            and listener.id.lower() not in disallowed
+            and (not allowed or ascii_lower(listener.id) in allowed)
+            and ascii_lower(listener.id) not in disallowed
         ]
         return self._random.choice(eligible) if eligible else None
 
@@ -765,7 +788,7 @@ class Relay:
         namespace, entity = listener.namespace, listener.entity
         rendezvous_id = secrets.token_urlsafe(24)
         pending = _PendingAccept(offered=request.subprotocols, expires_at=expires_at)
-        key = (namespace.name.lower(), entity.name.lower(), rendezvous_id)
+        key = (*_registry_key(namespace, entity), rendezvous_id)
         query = f"{url.query}&" if url.query else ""
         address = self.public_address(namespace).url(
             True,
@@ -799,15 +822,19 @@ class Relay:
         namespace: NamespaceConfig,
         entity: EntityConfig,
     ) -> _OneWay | None:
-        key = (namespace.name.lower(), entity.name.lower(), url.tracking_id or "")
+        key = (*_registry_key(namespace, entity), url.tracking_id or "")
         pending = self._accepts.pop(key, None)
         if pending is None or pending.settled.is_set() or time.monotonic() > pending.expires_at:
             raise _Refusal(403, "The rendezvous address is unknown or expired")
         status = url.relay_parameters.get("sb-hc-statuscode")
         if status is not None:
             description = url.relay_parameters.get("sb-hc-statusdescription", "")
-            code = int(status) if status.isdigit() and 100 <= int(status) <= 999 else 400
-            pending.rejection = (code, description or reason_phrase(code))
+            try:
+                code = listener_reject_status(status, description)
+            except ListenerResponseError as error:
+                pending.rejection = (502, _listeners_fault(error, namespace, entity).message)
+            else:
+                pending.rejection = (code, description or reason_phrase(code))
             pending.settled.set()
             raise _Refusal(410, "Rejection delivered to the sender")
         if any(offer not in pending.offered for offer in request.subprotocols[:1]):
@@ -887,16 +914,8 @@ class Relay:
                 if next_request is None:
                     return
                 request = next_request
-                host = request.headers.get("host", namespace.name)
-                try:
-                    url = parse_relay_url(
-                        f"http://{host}{request.target}",
-                        entities=[e.name for e in namespace.entities],
-                    )
-                except InvalidUrlError as error:
-                    raise _Refusal(404, f"Endpoint does not exist: {error}") from None
-                next_entity = namespace.entity(url.entity)
-                assert next_entity is not None
+                host, next_namespace = self._namespace_for(request)
+                url, next_entity = self._resolve(request, host, next_namespace)
                 if next_entity is not entity:
                     raise _Refusal(400, "A connection serves one hybrid connection")
         finally:
@@ -1049,6 +1068,10 @@ class Relay:
         """Write the listener's answer to the HTTP sender."""
         if exchange.inline is not None:
             response, body = exchange.inline
+            try:
+                check_listener_response(response)
+            except ListenerResponseError as error:
+                raise _listeners_fault(error, namespace, None) from None
             await stream.send(_response_head(http, response, namespace, len(body)))
             await stream.send(http.send_body(body) + http.end_response())
             stats.bytes_out += len(body)
@@ -1057,11 +1080,18 @@ class Relay:
         if rendezvous is None:
             raise _Refusal(502, "The listener went away before it answered", code="BadGateway")
         started = False
+        unsendable: ListenerResponseError | None = None
         done = anyio.Event()
 
         async def relay_answer(event: Event) -> None:
-            nonlocal started
+            nonlocal started, unsendable
             if isinstance(event, ResponseReceived):
+                try:
+                    check_listener_response(event.response)
+                except ListenerResponseError as error:
+                    unsendable = error
+                    done.set()
+                    return
                 started = True
                 await stream.send(_response_head(http, event.response, namespace, None))
                 if event.body is not None:
@@ -1075,6 +1105,8 @@ class Relay:
                     done.set()
 
         await _run_until(rendezvous, relay_answer, done)
+        if unsendable is not None:
+            raise _listeners_fault(unsendable, namespace, None)
         if not done.is_set():
             if started:
                 raise _Abort
@@ -1092,10 +1124,7 @@ class Relay:
         if entry is None or entry[1].answered.is_set():
             raise _Refusal(400, "Unknown or expired request rendezvous")
         owner, exchange = entry
-        if (owner.namespace.name.lower(), owner.entity.name.lower()) != (
-            namespace.name.lower(),
-            entity.name.lower(),
-        ):
+        if _registry_key(owner.namespace, owner.entity) != _registry_key(namespace, entity):
             raise _Refusal(400, "Unknown or expired request rendezvous")
         answer, trailing = http.accept_websocket()
         await self._write(stream, answer)
@@ -1164,15 +1193,15 @@ class Relay:
             if entity is None:
                 raise _Refusal(404, f"No hybrid connection {wanted!r}", code="EndpointNotFound")
             self._verify(token, host, namespace, entity, Right.MANAGE)
-            key = (namespace.name.lower(), entity.name.lower())
+            key = _registry_key(namespace, entity)
         else:
             self._verify_namespace(token, host, namespace)
         sender, receiver = anyio.create_memory_object_stream[str](256)
         for (space, name), listeners in self._listeners.items():
-            if space == namespace.name.lower() and key in (None, (space, name)):
+            if space == namespace.name and key in (None, (space, name)):
                 for listener in listeners:
                     sender.send_nowait(_presence_event("online", listener, len(listeners)))
-        subscription = (key or (namespace.name.lower(), ""), sender)
+        subscription = (key or (namespace.name, ""), sender)
         self._presence.append(subscription)
         headers = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
         try:
@@ -1217,7 +1246,7 @@ class Relay:
             )
 
     def _publish(self, kind: str, listener: _Listener) -> None:
-        key = (listener.namespace.name.lower(), listener.entity.name.lower())
+        key = _registry_key(listener.namespace, listener.entity)
         count = len(self._listeners.get(key, []))
         message = _presence_event(kind, listener, count)
         for (space, name), subscriber in list(self._presence):
@@ -1251,10 +1280,12 @@ class Relay:
         self,
         stream: anyio.abc.ByteStream,
         http: HttpServer,
-        request: IncomingRequest,
+        request: IncomingRequest | None,
         refusal: _Refusal,
     ) -> None:
-        host = request.headers.get("host", "")
+        """Answer with ``refusal``'s status and a reason carrying a tracking id (and, to HTTP
+        senders, as JSON); ``request`` is ``None`` for a head that could not be read."""
+        host = request.headers.get("host", "") if request is not None else ""
         try:
             tracker = normalize_namespace(host)
         except InvalidUrlError:
@@ -1265,13 +1296,14 @@ class Relay:
         reason = reason.replace("\r", " ").replace("\n", " ")
         body = b""
         headers: list[tuple[str, str]] = []
-        if not request.is_websocket and refusal.status != 410:
+        if (request is None or not request.is_websocket) and refusal.status != 410:
             body = json.dumps({"error": {"code": refusal.code, "message": reason}}).encode()
             headers.append(("Content-Type", "application/json"))
         logger.info(
-            "refused %s %s: %s %s",
-            _loggable(request.method),
-            _loggable(request.target),
+            "refused %s: %s %s",
+            "a request head"
+            if request is None
+            else f"{_loggable(request.method)} {_loggable(request.target)}",
             refusal.status,
             _loggable(refusal.message),
         )
@@ -1282,6 +1314,32 @@ class Relay:
         except (LocalProtocolError, TimeoutError, *STREAM_ERRORS):
             # A response already under way cannot be replaced: the connection just ends.
             return
+        await _drain(stream)
+
+
+async def _drain(stream: anyio.abc.ByteStream) -> None:
+    """Read and drop what a refused client still sends, for a moment, before its connection
+    closes: closing with bytes unread resets the connection, and the client would lose the
+    answer it was just sent (a body the relay never read, the rest of a head too large)."""
+    with anyio.move_on_after(_DRAIN_TIME), suppress(*STREAM_ERRORS):
+        drained = 0
+        while drained < _DRAIN_LIMIT:
+            drained += len(await stream.receive(READ_SIZE))
+
+
+def _listeners_fault(
+    error: ListenerResponseError, namespace: NamespaceConfig, entity: EntityConfig | None
+) -> _Refusal:
+    """The 502 a sender gets for a listener's answer that HTTP cannot carry; the listener's
+    mistake is logged once, as a warning (it is not the relay's)."""
+    where = namespace.name if entity is None else f"{namespace.name}/{entity.name}"
+    logger.warning("a listener on %s answered what cannot be passed on: %s", where, error)
+    return _Refusal(502, f"The listener's answer cannot be passed on: {error}", code="BadGateway")
+
+
+def _unreadable(error: InvalidRequestError) -> _Refusal:
+    message = str(error)
+    return _Refusal(error.status_code, message[:1].upper() + message[1:])
 
 
 def _ended_by_peer(error: BaseException) -> bool:
@@ -1505,6 +1563,12 @@ def _info(
     )
 
 
+def _registry_key(namespace: NamespaceConfig, entity: EntityConfig) -> tuple[str, str]:
+    """How the relay files an entity's listeners, rendezvous and counters: by names compared
+    ASCII case-insensitively (a namespace's name is stored lower-cased already)."""
+    return namespace.name, ascii_lower(entity.name)
+
+
 def _query_parameters(request: IncomingRequest) -> dict[str, str]:
     return {k.lower(): v for k, v in parse_qsl(request.target.partition("?")[2])}
 
@@ -1529,7 +1593,7 @@ def _presence_event(kind: str, listener: _Listener, count: int) -> str:
 
 
 def _id_list(value: str | None) -> set[str]:
-    return {item.strip().lower() for item in (value or "").split(",") if item.strip()}
+    return {ascii_lower(item.strip()) for item in (value or "").split(",") if item.strip()}
 
 
 def _no_listener(headers: Headers) -> str:

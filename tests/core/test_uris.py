@@ -15,6 +15,7 @@ from hyco_conformance.vectors import load_vectors
 from hyco_core.errors import InvalidUrlError, LocalProtocolError
 from hyco_core.sas import create_relay_token, parse_sas_token, verify_sas_token
 from hyco_core.uris import (
+    HostedEntities,
     RelayUrl,
     append_relay_token,
     create_reject_uri,
@@ -580,3 +581,38 @@ def test_a_token_for_an_entity_opens_it_however_many_slashes_the_address_has(
     # The relay's target is built from the entity it resolved: the same verdict.
     target = f"http://{NS}/{parsed.entity}"
     assert verify_sas_token(token, keys=keys, target=target, now=1).valid
+
+
+HOSTED = ["hc1", "Deep/Path", "a/b/c"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"wss://{NS}/$hc/HC1/suffix?x=1",
+        f"wss://{NS}/$hc//deep//path/more",
+        f"https://{NS}/a/b/c/d",
+        f"https://{NS}/a/b",
+        f"wss://{NS}/$hc/hc\u212a1",
+    ],
+)
+def test_hosted_entities_indexed_once_resolve_as_a_list_of_names_does(url: str) -> None:
+    hosted = HostedEntities(HOSTED)
+    try:
+        expected: RelayUrl | type[InvalidUrlError] = parse_relay_url(url, entities=HOSTED)
+    except InvalidUrlError:
+        expected = InvalidUrlError
+    if expected is InvalidUrlError:
+        with pytest.raises(InvalidUrlError):
+            parse_relay_url(url, entities=hosted)
+    else:
+        assert parse_relay_url(url, entities=hosted) == expected
+
+
+def test_hosted_entities_know_their_depth_and_compare_by_ascii_case() -> None:
+    hosted = HostedEntities(HOSTED)
+    assert hosted.depth == 3
+    assert "DEEP/path" in hosted
+    assert "hc\u212a1" not in hosted
+    assert 1 not in hosted
+    assert HostedEntities([]).depth == 0

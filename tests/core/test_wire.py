@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+import h11
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -144,7 +145,7 @@ def test_malformed_or_truncated_requests_are_remote_errors() -> None:
 
 def test_server_actions_need_a_complete_request() -> None:
     with pytest.raises(LocalProtocolError, match="no request"):
-        HttpServer().refuse(400, "Bad")
+        HttpServer().start_response(400, "Bad", [], content_length=0)
     server = HttpServer()
     read_request(
         server,
@@ -345,3 +346,51 @@ def test_a_header_name_that_is_no_ascii_token_is_a_local_error() -> None:
     read_request(server, b"GET / HTTP/1.1\r\nHost: r\r\n\r\n")
     with pytest.raises(LocalProtocolError, match="ASCII"):
         server.start_response(200, "OK", [("Caf\u00e9", "x")], content_length=0)
+
+
+def _client_reads(answer: bytes) -> tuple[int, bytes, dict[bytes, bytes], bytes]:
+    """Status, reason, headers and body as an HTTP client (h11) reads ``answer``."""
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/", headers=[("Host", "r")]))
+    client.receive_data(answer)
+    response = client.next_event()
+    assert isinstance(response, h11.Response)
+    body = b""
+    while isinstance(event := client.next_event(), h11.Data):
+        body += event.data
+    assert isinstance(event, h11.EndOfMessage)
+    return response.status_code, response.reason, dict(response.headers), body
+
+
+def test_a_refused_head_is_answered_with_its_status_and_the_connection_closes() -> None:
+    server = HttpServer()
+    server.receive_data(b"GET / HTTP/1.1\r\nHost: r\r\nX: " + b"a" * 70_000 + b"\r\n\r\n")
+    with pytest.raises(InvalidRequestError) as caught:
+        server.next_event()
+    answer = server.refuse(
+        caught.value.status_code,
+        "Request head too large",
+        headers=[("Content-Type", "text/plain")],
+        body=b"too large",
+    )
+    status, reason, headers, body = _client_reads(answer)
+    assert (status, reason, body) == (431, b"Request head too large", b"too large")
+    assert headers[b"connection"] == b"close"
+    assert headers[b"content-type"] == b"text/plain"
+
+
+def test_a_client_turned_away_before_its_head_is_read_gets_a_whole_answer() -> None:
+    status, reason, headers, body = _client_reads(HttpServer().refuse(429, "Too many, café"))
+    assert (status, reason, body) == (429, "Too many, café".encode("latin-1"), b"")
+    assert headers[b"content-length"] == b"0"
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "headers"),
+    [(101, "Switching", []), (1000, "Big", []), (400, "a\r\nb", []), (400, "x", [("a b", "c")])],
+)
+def test_an_answer_without_a_request_refuses_what_http_cannot_carry(
+    status: int, reason: str, headers: list[tuple[str, str]]
+) -> None:
+    with pytest.raises(LocalProtocolError):
+        HttpServer().refuse(status, reason, headers=headers)

@@ -143,35 +143,35 @@ def _head_with_header_of(size: int) -> Callable[[Relay], Sequence[bytes]]:
 
 
 MALFORMED = [
-    # (id, what the attacker sends, the relay's status or None for a close without answer)
-    ("tls-hello-on-a-plain-port", lambda r: b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", None),
-    ("every-byte-value", lambda r: bytes(range(256)) * 4, None),
-    ("request-line-without-version", _head("GET /\r\n\r\n"), None),
-    ("request-line-of-garbage", _head("GARBAGE\r\n\r\n"), None),
-    ("target-not-ascii", lambda r: b"GET /\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n", None),
-    ("header-without-colon", _head("GET /health HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n"), None),
-    ("header-with-nul", lambda r: b"GET /health HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n", None),
-    ("missing-host", _head("GET /health HTTP/1.1\r\n\r\n"), None),
-    ("missing-host-on-an-upgrade", _upgrade(host=None), None),
-    ("two-hosts", _head("GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), None),
+    # (id, what the attacker sends, the relay's status)
+    ("tls-hello-on-a-plain-port", lambda r: b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),
+    ("every-byte-value", lambda r: bytes(range(256)) * 4, 400),
+    ("request-line-without-version", _head("GET /\r\n\r\n"), 400),
+    ("request-line-of-garbage", _head("GARBAGE\r\n\r\n"), 400),
+    ("target-not-ascii", lambda r: b"GET /\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ("header-without-colon", _head("GET /health HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n"), 400),
+    ("header-with-nul", lambda r: b"GET /health HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n", 400),
+    ("missing-host", _head("GET /health HTTP/1.1\r\n\r\n"), 400),
+    ("missing-host-on-an-upgrade", _upgrade(host=None), 400),
+    ("two-hosts", _head("GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400),
     (
         "content-length-not-a-number",
         _head("POST /open HTTP/1.1\r\nHost: {host}\r\nContent-Length: abc\r\n\r\n"),
-        None,
+        400,
     ),
     (
         "two-content-lengths",
         _head(
             "POST /open HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
         ),
-        None,
+        400,
     ),
-    ("request-line-beyond-64-kib", lambda r: [b"GET /"] + [b"a" * 4096] * 32, None),
-    ("head-beyond-64-kib", _incomplete_head(100 * 1024), None),
+    ("request-line-beyond-64-kib", lambda r: [b"GET /"] + [b"a" * 4096] * 32, 414),
+    ("head-beyond-64-kib", _incomplete_head(100 * 1024), 431),
     (
         "many-headers-beyond-64-kib",
         lambda r: [b"GET /health HTTP/1.1\r\n"] + [b"X: y\r\n" * 1000] * 20,
-        None,
+        431,
     ),
     ("head-of-60-kib-is-served", _head_with_header_of(60 * 1024), 200),
     ("http-1.0-plain-request-is-served", _head("GET /health HTTP/1.0\r\n\r\n"), 200),
@@ -188,6 +188,35 @@ MALFORMED = [
     ("unknown-entity", _upgrade("/$hc/nope?sb-hc-action=listen"), 404),
     ("percent-sign-without-hex", _upgrade("/$hc/hc1%zz?sb-hc-action=listen"), 404),
     ("absolute-form-target", _head("GET http://{host}/hc1 HTTP/1.1\r\nHost: {host}\r\n\r\n"), 404),
+    (
+        "content-length-and-transfer-encoding",
+        _head(
+            "POST /open HTTP/1.1\r\nHost: {host}\r\nContent-Length: 30\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+        ),
+        400,
+    ),
+    (
+        "transfer-encoding-folded",
+        _head(
+            "POST /open HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n"
+            "Transfer-Encoding:\r\n chunked\r\n\r\nhello"
+        ),
+        400,
+    ),
+    ("header-folded", _head("GET /health HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n"), 400),
+    (
+        "head-of-89-kb-in-one-write",
+        lambda r: b"GET /health HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 89_000 + b"\r\n\r\n",
+        431,
+    ),
+    (
+        "target-of-70000-characters",
+        _head("GET /open?" + "q" * 70_000 + " HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        414,
+    ),
+    ("host-with-dot-dot", _upgrade(host="127.0.0.1/.."), 400),
+    ("entity-with-the-kelvin-sign", _upgrade("/$hc/hc%E2%84%AA?sb-hc-action=listen"), 404),
 ]
 
 

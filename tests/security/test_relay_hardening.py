@@ -475,3 +475,20 @@ async def test_a_keep_alive_sender_that_vanishes_is_no_error(
         await round_trip(relay)
     ended = [r for r in caplog.records if "ended by" in r.getMessage()]
     assert all(record.levelno <= logging.INFO for record in ended), ended
+
+
+async def test_a_key_given_as_the_key_name_is_echoed_nowhere(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key_as_name = "u8Zk3+Qm/Lp0rT9wXy2Vb7NcEa4Hd6Gf1Js5Ko8Pq3I"  # how other SDKs swap them
+    async with running_relay() as relay, httpx.AsyncClient() as client:
+        forged = create_sas_token(
+            f"http://{relay.address}/hc1", key_as_name, ROOT_KEY, int(time.time()) + 60
+        )
+        refused = await client.get(
+            f"http://{relay.address}/hc1", headers={"ServiceBusAuthorization": forged}
+        )
+    assert refused.status_code == 401
+    assert key_as_name not in refused.text
+    assert "an unknown key name" in refused.json()["error"]["message"]
+    assert key_as_name not in caplog.text
