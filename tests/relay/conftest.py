@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidStatus
 
 from hyco_conformance.harness import ROOT_KEY, relay_config
 from hyco_core import create_relay_token
@@ -32,3 +35,12 @@ def token(relay: Relay, entity: str = "hc1", rule: str = "root", key: str = ROOT
 
 def connection_string(relay: Relay, entity: str = "hc1") -> str:
     return relay.connection_string(entity, "root")
+
+
+async def refused(uri: str, **options: Any) -> tuple[int, str]:
+    """The status and reason refusing a ``websockets`` client's handshake to ``uri``."""
+    with pytest.raises(InvalidStatus) as caught:
+        async with ws_connect(uri, **options):
+            pass
+    response = caught.value.response
+    return response.status_code, response.reason_phrase

@@ -24,7 +24,7 @@ from websockets.exceptions import InvalidStatus
 from hyco_core import create_relay_listen_uri, create_relay_send_uri
 from hyco_relay.server import Relay
 
-from .conftest import token
+from .conftest import refused, token
 
 pytestmark = pytest.mark.anyio
 
@@ -57,13 +57,6 @@ async def answer_inline(
     if body:
         await control.send(body)
     return request
-
-
-async def sender_refusal(uri: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
-    with pytest.raises(InvalidStatus) as caught:
-        async with ws_connect(uri, additional_headers=headers):
-            pass
-    return caught.value.response.status_code, caught.value.response.reason_phrase
 
 
 # -- portal connection strings end in '/' ------------------------------------------------------
@@ -213,7 +206,7 @@ async def test_a_reject_reaches_the_sender_as_the_listener_wrote_it(
 
         async def send() -> None:
             uri = create_relay_send_uri(relay.address, "open", secure=False)
-            refusals.append(await sender_refusal(uri))
+            refusals.append(await refused(uri))
 
         tasks.start_soon(send)
         accept = (await next_message(control))["accept"]

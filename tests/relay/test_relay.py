@@ -12,7 +12,7 @@ import anyio
 import httpx
 import pytest
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from hyco_conformance.harness import LISTEN_KEY, ROOT_KEY, SEND_KEY
 from hyco_core import (
@@ -39,7 +39,7 @@ from hyco_transports.anyio import (
 )
 from hyco_transports.auth import RelayEndpoint, SasTokenProvider
 
-from .conftest import CONFIG, connection_string, token
+from .conftest import CONFIG, connection_string, refused, token
 
 pytestmark = pytest.mark.anyio
 
@@ -62,14 +62,6 @@ async def echo_listener(
 
 def send_uri(relay: Relay, entity: str = "hc1", **kwargs: object) -> str:
     return create_relay_send_uri(relay.address, entity, secure=False, **kwargs)  # type: ignore[arg-type]
-
-
-async def refused(uri: str, **kwargs: object) -> tuple[int, str]:
-    with pytest.raises(InvalidStatus) as caught:
-        async with ws_connect(uri, **kwargs):  # type: ignore[arg-type]
-            pass
-    response = caught.value.response
-    return response.status_code, response.reason_phrase
 
 
 async def test_plain_websocket_client_through_the_relay_to_a_hyco_listener(relay: Relay) -> None:
