@@ -1284,7 +1284,7 @@ class Relay:
         refusal: _Refusal,
     ) -> None:
         """Answer with ``refusal``'s status and a reason carrying a tracking id (and, to HTTP
-        senders, as JSON); ``request`` is ``None`` for a head that could not be read."""
+        senders, as JSON); ``request`` is ``None`` for a request that could not be read."""
         host = request.headers.get("host", "") if request is not None else ""
         try:
             tracker = normalize_namespace(host)
@@ -1301,7 +1301,7 @@ class Relay:
             headers.append(("Content-Type", "application/json"))
         logger.info(
             "refused %s: %s %s",
-            "a request head"
+            "a malformed request"
             if request is None
             else f"{_loggable(request.method)} {_loggable(request.target)}",
             refusal.status,

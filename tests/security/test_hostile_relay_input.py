@@ -240,20 +240,21 @@ async def test_malformed_requests_are_refused_and_the_relay_serves_on(
 async def test_broken_http_senders_end_their_connection_only(
     relay: Relay, listener: Listener
 ) -> None:
-    """Bodies cut short, bad chunks, a malformed or foreign second request: the connection
-    ends (or is refused), no error is logged, everyone else is served."""
+    """Bodies cut short, bad chunks, a malformed or foreign second request: each is refused
+    with 400 and its connection ends, no error is logged, everyone else is served."""
     host = relay.address
     post = f"POST /open HTTP/1.1\r\nHost: {host}\r\n"
     get = f"GET /open HTTP/1.1\r\nHost: {host}\r\n\r\n"
     async with good_listener(relay, "open"):
         cut = await raw_exchange(relay, f"{post}Content-Length: 100\r\n\r\n0123456789".encode())
-        assert cut == b""  # the body ended early: the connection ends without an answer
+        assert status_of(cut) == 400
+        assert b"without sending complete message body" in cut
         chunks = await raw_exchange(
             relay, f"{post}Transfer-Encoding: chunked\r\n\r\nzz\r\n".encode()
         )
-        assert status_of(chunks) is None
+        assert status_of(chunks) == 400
         second = await raw_exchange(relay, (get + "GARBAGE\r\n\r\n").encode())
-        assert [status_of(a) for a in _answers(second)] == [200]
+        assert [status_of(a) for a in _answers(second)] == [200, 400]
         foreign = await raw_exchange(
             relay, (get + f"GET /hc1 HTTP/1.1\r\nHost: {host}\r\n\r\n").encode()
         )
