@@ -106,12 +106,6 @@ _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 _ACCEPT_PAUSES = (0.05, 0.1, 0.2, 0.5, 1.0)
 _RESOURCE_WARNING_INTERVAL = 60.0  # an attack lasting hours logs a line a minute, not per try
 _SHED_AT_ONCE = 16  # at least this many idle connections are shed when descriptors run out
-# A client over its address's connection cap is answered before its request is read: holding
-# its connection open to read one is what the cap prevents.
-_TOO_MANY_CONNECTIONS = (
-    b"HTTP/1.1 429 Too many connections from this address\r\n"
-    b"Connection: close\r\nContent-Length: 0\r\n\r\n"
-)
 _DRAIN_TIME = 1.0
 _DRAIN_LIMIT = 1024 * 1024
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -1286,19 +1280,7 @@ class Relay:
         """Answer with ``refusal``'s status and a reason carrying a tracking id (and, to HTTP
         senders, as JSON); ``request`` is ``None`` for a request that could not be read."""
         host = request.headers.get("host", "") if request is not None else ""
-        try:
-            tracker = normalize_namespace(host)
-        except InvalidUrlError:
-            tracker = "-"
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        message = refusal.message.rstrip(". ")
-        reason = f"{message}. TrackingId:{uuid.uuid4()}, SystemTracker:{tracker}, Timestamp:{stamp}"
-        reason = reason.replace("\r", " ").replace("\n", " ")
-        body = b""
-        headers: list[tuple[str, str]] = []
-        if (request is None or not request.is_websocket) and refusal.status != 410:
-            body = json.dumps({"error": {"code": refusal.code, "message": reason}}).encode()
-            headers.append(("Content-Type", "application/json"))
+        websocket = request is not None and request.is_websocket
         logger.info(
             "refused %s: %s %s",
             "a malformed request"
@@ -1308,13 +1290,31 @@ class Relay:
             _loggable(refusal.message),
         )
         try:
-            await self._write(
-                stream, http.refuse(refusal.status, reason, headers=headers, body=body)
-            )
+            await self._write(stream, _refusal_answer(http, refusal, host, websocket=websocket))
         except (LocalProtocolError, TimeoutError, *STREAM_ERRORS):
             # A response already under way cannot be replaced: the connection just ends.
             return
         await _drain(stream)
+
+
+def _refusal_answer(http: HttpServer, refusal: _Refusal, host: str, *, websocket: bool) -> bytes:
+    """The whole answer to a refused client: the status, a reason phrase carrying a tracking
+    id (as the service's do) and, but for WebSocket handshakes and a delivered rejection, the
+    same as a JSON error body."""
+    try:
+        tracker = normalize_namespace(host)
+    except InvalidUrlError:
+        tracker = "-"
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    message = refusal.message.rstrip(". ")
+    reason = f"{message}. TrackingId:{uuid.uuid4()}, SystemTracker:{tracker}, Timestamp:{stamp}"
+    reason = reason.replace("\r", " ").replace("\n", " ")
+    body = b""
+    headers: list[tuple[str, str]] = []
+    if not websocket and refusal.status != 410:
+        body = json.dumps({"error": {"code": refusal.code, "message": reason}}).encode()
+        headers.append(("Content-Type", "application/json"))
+    return http.refuse(refusal.status, reason, headers=headers, body=body)
 
 
 async def _drain(stream: anyio.abc.ByteStream) -> None:
@@ -1523,11 +1523,17 @@ def _half_the_descriptors() -> int:
 
 
 async def _turn_away(stream: anyio.abc.SocketStream, secure: bool) -> None:
-    """Answer a client over its address's connection cap with 429 (in plain text only: a TLS
-    handshake is what the cap spares), then close."""
+    """Answer a client over its address's connection cap with 429 before its request is read
+    (holding the connection open to read one is what the cap prevents; on TLS, the handshake
+    too), then close."""
+    refusal = _Refusal(
+        429,
+        "Too many connections from this address: close some, or ask the relay's operator to "
+        "raise max_connections_per_address",
+    )
     with anyio.move_on_after(1.0), suppress(*STREAM_ERRORS):
         if not secure:
-            await stream.send(_TOO_MANY_CONNECTIONS)
+            await stream.send(_refusal_answer(HttpServer(), refusal, "", websocket=False))
     await anyio.aclose_forcefully(stream)
 
 
