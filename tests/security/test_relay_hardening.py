@@ -267,6 +267,11 @@ async def test_a_listener_that_stops_reading_cannot_hang_senders() -> None:
                     senders.start_soon(send)
             # Every sender had its answer within the rendezvous timeout: a gateway timeout
             # while the listener was there, 404 once it was closed.
+            print(
+                f"{SENDERS} senders to a stalled listener: answered "
+                f"{sorted({status for status, _ in results})} within "
+                f"{max(elapsed for _, elapsed in results):.2f} s (rendezvous timeout 2 s)"
+            )
             assert {status for status, _ in results} <= {504, 404}, results
             assert max(elapsed for _, elapsed in results) < 2.0 + 1.5, results
             assert relay.listener_count("localhost", "hc1") == 0
