@@ -30,10 +30,12 @@ from .events import (
     TokenRenewed,
     UnknownContentIgnored,
 )
+from .http import fits_inline
 from .messages import (
     DEFAULT_MAX_MESSAGE_SIZE,
     HOP_BY_HOP_HEADERS,
     INLINE_BODY_LIMIT,
+    INLINE_HEADERS_LIMIT,
     Accept,
     Headers,
     RenewToken,
@@ -59,6 +61,8 @@ __all__ = [
     "forwarded_connect_headers",
     "forwarded_request_headers",
     "listener_reject_status",
+    "relayed_close",
+    "request_fits_inline",
     "request_token",
 ]
 
@@ -69,6 +73,8 @@ AUTHORIZATION_HEADERS = frozenset({"servicebusauthorization"})
 
 # What a listener may answer an HTTP sender with: a final status, within the protocol's range.
 _FINAL_STATUSES = range(200, 1000)
+_NO_STATUS = 1005  # a close frame without a status code
+_NO_CLOSE_FRAME = frozenset({1006, 1015})  # the connection was lost, or its TLS failed
 
 
 def request_token(
@@ -110,6 +116,29 @@ def add_via(headers: Headers, namespace_host: str) -> Headers:
     existing = headers.get("via")
     value = f"{existing}, {hop}" if existing else hop
     return Headers([*headers.without(["via"]).items(), ("Via", value)])
+
+
+def relayed_close(code: int, reason: str) -> tuple[int, str]:
+    """The close a relay sends one side of a relayed WebSocket when the other side closed with
+    ``code`` and ``reason`` (as its ``ChannelClosed`` says): passed on as they are, but for a
+    close frame without a status (1005), which is a normal close (1000), and for no close frame
+    at all (1006, 1015), which is no normal end: 1011."""
+    if code == _NO_STATUS:
+        return 1000, reason
+    if code in _NO_CLOSE_FRAME:
+        return 1011, "The other side's connection was lost"
+    return code, reason
+
+
+def request_fits_inline(request: IncomingRequest, forwarded: Headers) -> bool:
+    """Whether an HTTP sender's request may reach the listener whole on the control channel:
+    a body of known length up to 64 KiB (chunked: unknown) and forwarded headers of at most 32
+    KiB. Any other request is announced by its address only, to be read over a rendezvous."""
+    if "transfer-encoding" in request.headers:
+        return False
+    length = request.headers.get("content-length", "0")  # a repeated one reads "5, 5"
+    header_bytes = sum(len(name) + len(value) + 4 for name, value in forwarded.items())
+    return length.isdigit() and fits_inline(int(length)) and header_bytes <= INLINE_HEADERS_LIMIT
 
 
 def check_listener_response(response: Response) -> None:

@@ -44,6 +44,7 @@ __all__ = [
     "create_relay_http_uri",
     "create_relay_listen_uri",
     "create_relay_send_uri",
+    "create_rendezvous_uri",
     "normalize_namespace",
     "parse_relay_url",
     "redact_url",
@@ -54,6 +55,7 @@ __all__ = [
 _HC_SEGMENT = "$hc"
 _RELAY_PREFIX = "sb-hc-"
 _ACTIONS = frozenset({"listen", "connect", "accept", "request"})
+_RENDEZVOUS_ACTIONS = frozenset({"accept", "request"})
 _WEBSOCKET_SCHEMES = frozenset({"ws", "wss"})
 _SCHEMES = _WEBSOCKET_SCHEMES | {"http", "https"}
 _SECURE_SCHEMES = frozenset({"wss", "https"})
@@ -219,6 +221,38 @@ def create_relay_send_uri(
         *([user_query] if user_query else []),
         "sb-hc-action=connect",
         *_relay_items(tracking_id=tracking_id, token=token),
+    ]
+    return f"{base}?{'&'.join(items)}"
+
+
+def create_rendezvous_uri(
+    namespace: str,
+    path: str,
+    *,
+    action: str,
+    rendezvous_id: str,
+    suffix: str = "",
+    query: str = "",
+    secure: bool = True,
+) -> str:
+    """Return the address a relay hands a listener to meet a sender (``action`` ``accept``,
+    in an ``accept`` message) or to read an HTTP request (``request``).
+
+    ``wss://{namespace}/$hc/{path}[{suffix}]?[{query}&]sb-hc-action={action}&sb-hc-id={id}``.
+    ``namespace`` is where the relay itself is reached (its public address), never a
+    sender's ``Host``, which would let a sender steer listeners to a host of its choice.
+    ``suffix`` and ``query`` are the sender's, already encoded, as :func:`parse_relay_url`
+    read them. Raises :class:`LocalProtocolError` for another action and
+    :class:`InvalidUrlError` for a bad namespace, path or query.
+    """
+    if action not in _RENDEZVOUS_ACTIONS:
+        raise LocalProtocolError(f"a rendezvous action is accept or request, not {action!r}")
+    base = _address(namespace, path, websocket=True, secure=secure, suffix=suffix)
+    user_query = _user_query(query)
+    items = [
+        *([user_query] if user_query else []),
+        f"sb-hc-action={action}",
+        *_relay_items(tracking_id=rendezvous_id, token=None),
     ]
     return f"{base}?{'&'.join(items)}"
 

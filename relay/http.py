@@ -13,8 +13,6 @@ import anyio.abc
 
 from hyco_core import (
     HOP_BY_HOP_HEADERS,
-    INLINE_BODY_LIMIT,
-    INLINE_HEADERS_LIMIT,
     BodyEnd,
     BodyPiece,
     ChannelState,
@@ -30,8 +28,10 @@ from hyco_core import (
     ServiceHttpRendezvous,
     add_via,
     check_listener_response,
+    create_rendezvous_uri,
     forwarded_request_headers,
     reason_phrase,
+    request_fits_inline,
 )
 from hyco_transports.pump import ChannelSocket
 
@@ -97,9 +97,14 @@ async def _forward_request(
     request_id = secrets.token_urlsafe(24)
     headers = forwarded_request_headers(request.headers, token_header=token_header)
     target = f"/{entity.name}{url.suffix}" + (f"?{url.query}" if url.query else "")
+    public = relay.public_address(namespace)
     message = Request(
-        address=relay.public_address(namespace).url(
-            True, f"/$hc/{entity.name}?sb-hc-action=request&sb-hc-id={request_id}"
+        address=create_rendezvous_uri(
+            public.authority,
+            entity.name,
+            action="request",
+            rendezvous_id=request_id,
+            secure=public.secure,
         ),
         id=request_id,
         request_target=target,
@@ -108,14 +113,7 @@ async def _forward_request(
         remote_endpoint=incoming.remote,
         body=None,
     )
-    length = request.headers.get("content-length")
-    chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
-    header_bytes = sum(len(k) + len(v) + 4 for k, v in headers.items())
-    small = (
-        not chunked
-        and (length is None or (length.isdigit() and int(length) <= INLINE_BODY_LIMIT))
-        and header_bytes <= INLINE_HEADERS_LIMIT
-    )
+    small = request_fits_inline(request, headers)
     await write(stream, http.continue_if_expected(), relay.config.write_timeout)
     exchange = HttpExchange(
         request_id=request_id, expires_at=time.monotonic() + relay.config.request_timeout

@@ -19,9 +19,11 @@ from hyco_core import (
     PingReceived,
     PongReceived,
     ServerWebSocket,
+    create_rendezvous_uri,
     forwarded_connect_headers,
     listener_reject_status,
     reason_phrase,
+    relayed_close,
 )
 from hyco_transports.pump import ChannelSocket
 
@@ -71,10 +73,15 @@ async def _offer(
     rendezvous_id = secrets.token_urlsafe(24)
     pending = PendingAccept(offered=incoming.request.subprotocols, expires_at=expires_at)
     key = (*registry_key(namespace, entity), rendezvous_id)
-    query = f"{url.query}&" if url.query else ""
-    address = relay.public_address(namespace).url(
-        True,
-        f"/$hc/{entity.name}{url.suffix}?{query}sb-hc-action=accept&sb-hc-id={rendezvous_id}",
+    public = relay.public_address(namespace)
+    address = create_rendezvous_uri(
+        public.authority,
+        entity.name,
+        action="accept",
+        rendezvous_id=rendezvous_id,
+        suffix=url.suffix,
+        query=url.query,
+        secure=public.secure,
     )
     relay.registry.accepts[key] = pending
     listener.accepts.add(pending)
@@ -173,11 +180,7 @@ def _forwarder(
         channel = target.channel
         if isinstance(event, ChannelClosed):
             if channel.state is ChannelState.OPEN:
-                code, reason = event.code, event.reason
-                if code == 1005:  # a close frame without a status: a normal close
-                    code = 1000
-                elif code in (1006, 1015):  # no close frame at all: not a normal end
-                    code, reason = 1011, "The other side's connection was lost"
+                code, reason = relayed_close(event.code, event.reason)
                 channel.close(code, reason, now=time.monotonic())
         elif channel.state is not ChannelState.OPEN:
             return

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import hyco_core
 from hyco_core import (
     Accept,
     AcceptRequested,
@@ -528,3 +529,60 @@ def test_a_reject_status_that_is_not_final_is_refused(text: str) -> None:
 def test_a_reject_description_with_a_line_break_is_refused() -> None:
     with pytest.raises(ListenerResponseError, match="description"):
         listener_reject_status("403", "go\r\nSet-Cookie: x")
+
+
+@pytest.mark.parametrize(
+    ("closed", "relayed"),
+    [
+        ((1000, "bye"), (1000, "bye")),
+        ((4001, "app code"), (4001, "app code")),
+        ((1005, ""), (1000, "")),
+        ((1006, ""), (1011, "The other side's connection was lost")),
+        ((1015, ""), (1011, "The other side's connection was lost")),
+    ],
+)
+def test_a_relayed_close_passes_on_but_never_claims_a_lost_side_ended_well(
+    closed: tuple[int, str], relayed: tuple[int, str]
+) -> None:
+    assert hyco_core.relayed_close(*closed) == relayed
+
+
+def _plain_request(head: bytes) -> IncomingRequest:
+    server = HttpServer()
+    server.receive_data(head)
+    event = server.next_event()
+    assert isinstance(event, IncomingRequest)
+    return event
+
+
+@pytest.mark.parametrize(
+    ("framing", "header", "inline"),
+    [
+        (b"", 10, True),
+        (b"Content-Length: 65536\r\n", 10, True),
+        (b"Content-Length: 65537\r\n", 10, False),
+        (b"Transfer-Encoding: chunked\r\n", 10, False),
+        (b"", 32 * 1024, False),
+    ],
+    ids=["no-body", "64-kib", "over-64-kib", "chunked", "headers-over-32-kib"],
+)
+def test_a_request_goes_inline_only_with_a_known_small_body_and_small_headers(
+    framing: bytes, header: int, inline: bool
+) -> None:
+    request = _plain_request(
+        b"POST /hc1 HTTP/1.1\r\nHost: r\r\n" + framing + b"X-Big: " + b"a" * header + b"\r\n\r\n"
+    )
+    forwarded = forwarded_request_headers(request.headers, token_header=None)
+    assert hyco_core.request_fits_inline(request, forwarded) is inline
+
+
+def test_a_repeated_content_length_is_not_taken_for_a_small_body() -> None:
+    request = _plain_request(b"POST /hc1 HTTP/1.1\r\nHost: r\r\nContent-Length: 5\r\n\r\n")
+    repeated = IncomingRequest(
+        method=request.method,
+        target=request.target,
+        headers=Headers([("Content-Length", "5"), ("Content-Length", "5")]),
+        subprotocols=(),
+        http_version="1.1",
+    )
+    assert not hyco_core.request_fits_inline(repeated, Headers())

@@ -22,6 +22,7 @@ from hyco_core.uris import (
     create_relay_http_uri,
     create_relay_listen_uri,
     create_relay_send_uri,
+    create_rendezvous_uri,
     normalize_namespace,
     parse_relay_url,
     redact_url,
@@ -616,3 +617,26 @@ def test_hosted_entities_know_their_depth_and_compare_by_ascii_case() -> None:
     assert "hc\u212a1" not in hosted
     assert 1 not in hosted
     assert HostedEntities([]).depth == 0
+
+
+def test_rendezvous_addresses_name_the_relay_the_sender_suffix_and_query_and_the_id() -> None:
+    accept = create_rendezvous_uri(
+        "relay.example.com:8443",
+        "deep/path",
+        action="accept",
+        rendezvous_id="a+b/c",
+        suffix="/room/7",
+        query="user=ada&x=%20",
+    )
+    assert accept == (
+        "wss://relay.example.com:8443/$hc/deep/path/room/7?user=ada&x=%20"
+        "&sb-hc-action=accept&sb-hc-id=a%2Bb%2Fc"
+    )
+    parsed = parse_relay_url(accept, entities=["deep/path"])
+    assert (parsed.action, parsed.tracking_id, parsed.suffix) == ("accept", "a+b/c", "/room/7")
+    request = create_rendezvous_uri(
+        "127.0.0.1:9090", "hc1", action="request", rendezvous_id="id", secure=False
+    )
+    assert request == "ws://127.0.0.1:9090/$hc/hc1?sb-hc-action=request&sb-hc-id=id"
+    with pytest.raises(LocalProtocolError):
+        create_rendezvous_uri("a.example", "hc1", action="listen", rendezvous_id="id")
