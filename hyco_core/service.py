@@ -274,10 +274,11 @@ class ServiceControlChannel(_ControlMessages):
 
     The relay announces senders (:meth:`send_accept`) and HTTP requests (:meth:`send_request`);
     it hears :class:`~hyco_core.events.ResponseReceived` (with the inline body that follows a
-    ``response`` as one binary message) and :class:`~hyco_core.events.TokenRenewed`.
+    ``response`` as one binary message) and :class:`~hyco_core.events.TokenRenewed`. With
+    :meth:`expire_token_at`, it closes itself with 1008 when the listener's token expires.
     """
 
-    __slots__ = ("_body", "_max_inline_body")
+    __slots__ = ("_body", "_max_inline_body", "_token_expiry")
 
     _hears_renewals = True
 
@@ -292,12 +293,27 @@ class ServiceControlChannel(_ControlMessages):
     ) -> None:
         self._max_inline_body = max_inline_body
         self._body = bytearray()
+        self._token_expiry: float | None = None
         super().__init__(
             now=now, trailing=trailing, config=config, max_message_size=max_message_size
         )
 
     def send_accept(self, accept: Accept) -> None:
         self._send_message(encode_message(accept), final=True)
+
+    def expire_token_at(self, deadline: float | None) -> None:
+        """Close with 1008 at ``deadline`` (on the clock of ``now``: a monotonic one, so that
+        a wall clock set back cannot keep an expired listener on), when the listener's token
+        expires. Each call replaces the last: a renewal's expiry rules, sooner or later."""
+        self._token_expiry = deadline
+
+    def _timer(self) -> float | None:
+        return self._token_expiry
+
+    def _on_timer(self, now: float) -> None:
+        if self._token_expiry is not None and now >= self._token_expiry:
+            self._token_expiry = None
+            self.close(1008, "The token expired", now=now)
 
     def send_request(self, request: Request, body: bytes = b"") -> None:
         """Announce an HTTP request: whole and inline, or (``request.body`` is ``None``) only its

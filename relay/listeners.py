@@ -45,7 +45,6 @@ async def serve_listener(relay: RelayContext, incoming: Incoming) -> None:
         socket=ChannelSocket(incoming.stream, channel, write_timeout=relay.config.write_timeout),
         namespace=namespace,
         entity=entity,
-        expires_at=expires_at,
         host=incoming.host,
     )
     info = ConnectionInfo(
@@ -67,11 +66,9 @@ async def serve_listener(relay: RelayContext, incoming: Incoming) -> None:
     relay.registry.publish("online", listener)
     shown_id = loggable(listener.id)
     logger.info("listener %s online on %s/%s", shown_id, namespace.name, entity.name)
+    _expire_token_at(listener, expires_at)
     try:
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_expire_token, listener)
-            await listener.socket.run(lambda event: _on_event(relay, listener, event))
-            tasks.cancel_scope.cancel()
+        await listener.socket.run(lambda event: _on_event(relay, listener, event))
     finally:
         listeners.remove(listener)
         # Whoever waits on this listener hears at once that it is gone.
@@ -94,17 +91,13 @@ async def serve_listener(relay: RelayContext, incoming: Incoming) -> None:
             await run_hook(relay.hooks.listener_disconnected, info)
 
 
-async def _expire_token(listener: Listener) -> None:
-    """Close the control channel with 1008 when its newest token expires."""
-    while listener.expires_at is not None:
-        with anyio.CancelScope() as listener.expiry_wait:
-            await anyio.sleep(max(0.0, listener.expires_at - time.time()))
-        if listener.expiry_wait.cancel_called:
-            continue  # renewed: wait for the new token's expiry, sooner or later
-        if time.time() >= listener.expires_at:
-            listener.channel.close(1008, "The token expired", now=time.monotonic())
-            await listener.socket.flush()
-            return
+def _expire_token_at(listener: Listener, expires_at: float | None) -> None:
+    """Have the control channel close with 1008 when the token expires: ``expires_at`` is the
+    token's own time (Unix seconds), turned into a deadline on the monotonic clock."""
+    deadline = None
+    if expires_at is not None:
+        deadline = time.monotonic() + max(0.0, expires_at - time.time())
+    listener.channel.expire_token_at(deadline)
 
 
 async def _on_event(relay: RelayContext, listener: Listener, event: Event) -> None:
@@ -126,6 +119,4 @@ async def _on_event(relay: RelayContext, listener: Listener, event: Event) -> No
         except Refusal as refusal:
             listener.channel.close(1008, refusal.message[:120], now=time.monotonic())
         else:
-            listener.expires_at = expires_at
-            if listener.expiry_wait is not None:
-                listener.expiry_wait.cancel()
+            _expire_token_at(listener, expires_at)

@@ -26,13 +26,10 @@ class Listener:
     socket: ChannelSocket
     namespace: NamespaceConfig
     entity: EntityConfig
-    expires_at: float | None
     host: str
     exchanges: dict[str, HttpExchange] = field(default_factory=dict)
     # Senders waiting for this listener to open their rendezvous: told at once if it goes.
     accepts: set[PendingAccept] = field(default_factory=set)
-    # The wait for the token's expiry, cut short when a renewal moves the expiry.
-    expiry_wait: anyio.CancelScope | None = None
 
     @property
     def channel(self) -> ServiceControlChannel:

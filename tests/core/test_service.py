@@ -586,3 +586,30 @@ def test_a_repeated_content_length_is_not_taken_for_a_small_body() -> None:
         http_version="1.1",
     )
     assert not hyco_core.request_fits_inline(repeated, Headers())
+
+
+def test_a_control_channel_closes_with_1008_when_the_newest_token_expires() -> None:
+    listener, relay = control_pair()
+    keepalive = relay.get_timer()
+    relay.expire_token_at(50.0)
+    assert relay.get_timer() == min(50.0, keepalive or 50.0)
+    relay.expire_token_at(20.0)  # renewed with a shorter-lived token: sooner
+    relay.handle_timer(19.9)
+    assert relay.state is ChannelState.OPEN
+    relay.handle_timer(20.0)
+    assert relay.state is ChannelState.CLOSING
+    closed = [e for e in deliver(relay, listener) if isinstance(e, ChannelClosed)]
+    assert [(e.code, e.reason) for e in closed] == [(1008, "The token expired")]
+
+
+def test_a_renewal_can_move_the_expiry_later_or_clear_it() -> None:
+    _listener, relay = control_pair()
+    keepalive = relay.get_timer()
+    assert keepalive is not None
+    relay.expire_token_at(keepalive / 2)
+    relay.expire_token_at(None)
+    assert relay.get_timer() == keepalive
+    relay.expire_token_at(10.0)
+    relay.expire_token_at(100.0)  # renewed with a longer-lived token: the old expiry is gone
+    relay.handle_timer(50.0)
+    assert relay.state is ChannelState.OPEN
