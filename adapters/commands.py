@@ -135,6 +135,9 @@ def run_http(
             for name, value in response.headers.items():
                 print(f"{name}: {value}", file=out)
             print(file=out)
+        # The body may go to the binary buffer under the text stream: what the text stream
+        # still holds must reach it first, or a pipe sees the body before the status line.
+        out.flush()
         received, began = 0, time.perf_counter()
         sink = getattr(out, "buffer", None)
         for piece in response.iter_bytes():
