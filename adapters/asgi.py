@@ -308,6 +308,10 @@ class _ResponseBody:
     def __aiter__(self) -> _ResponseBody:
         return self
 
+    async def aclose(self) -> None:
+        """The transport is done with the body; unfinished, the app learns the sender is gone."""
+        self._finalizer()
+
     async def __anext__(self) -> bytes:
         if self._first:
             piece, self._first = self._first, b""

@@ -363,8 +363,12 @@ class _ResponseBody:
             raise StopIteration
         return piece
 
-    def __del__(self) -> None:
+    def close(self) -> None:
+        """The transport is done with the body: close the app's iterable with it."""
         self._exchange.close()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 # -- the server --------------------------------------------------------------------------------

@@ -883,9 +883,17 @@ class Listener:
                     final = start + _RESPONSE_PIECE >= len(body)
                     rendezvous.call(_body_piece(body[start : start + _RESPONSE_PIECE], final))
             else:
-                for piece in body:
-                    if piece:
-                        rendezvous.call(_body_piece(piece, False))
+                pieces = iter(body)
+                try:
+                    for piece in pieces:
+                        if piece:
+                            rendezvous.call(_body_piece(piece, False))
+                finally:
+                    # Closed here, not left to the garbage collector: a producer learns at
+                    # once that nobody reads it any more.
+                    close = getattr(pieces, "close", None)
+                    if close is not None:
+                        close()
                 rendezvous.call(_body_piece(b"", True))
         except LocalProtocolError as error:
             self._backend.logger.warning("the response could not be completed: %s", error)

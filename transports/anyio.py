@@ -999,10 +999,18 @@ async def _send_response(
                 channel.send_body(piece, final=start + _RESPONSE_PIECE >= len(body))
                 await socket.flush()
             return
-        async for piece in body:
-            if piece:
-                channel.send_body(piece, final=False)
-                await socket.flush()
+        pieces = aiter(body)
+        try:
+            async for piece in pieces:
+                if piece:
+                    channel.send_body(piece, final=False)
+                    await socket.flush()
+        finally:
+            # Closed here, not left to the garbage collector: a producer blocked on a full
+            # body learns at once that nobody reads it any more.
+            close = getattr(pieces, "aclose", None)
+            if close is not None:
+                await close()
         channel.send_body(b"", final=True)
         await socket.flush()
     except LocalProtocolError:
