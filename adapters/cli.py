@@ -153,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--lifespan", choices=("auto", "on", "off"), default="auto", help="lifespan events"
     )
     serve.add_argument("--root-path", help="the app's mount path (default: /<entity path>)")
+    serve.add_argument(
+        "--app-dir",
+        default=".",
+        metavar="DIR",
+        help="where to look for the app's module first (default: the current directory)",
+    )
 
     token = commands.add_parser(
         "token",
@@ -325,19 +331,31 @@ def _http(arguments: argparse.Namespace, out: TextIO) -> int:
 
 
 def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
-    from .asgi import run, serve_workers
+    from .asgi import AppImportError, load_app, run, serve_workers
 
     if _missing_connection_string(arguments):
         return 2
     if arguments.workers is not None and arguments.workers < 1:
         print("hyco serve: --workers is at least 1", file=sys.stderr)
         return 2
+    # As uvicorn and hypercorn do: the app's module is found in --app-dir, the current
+    # directory by default (a console script's sys.path does not include it). Worker processes
+    # inherit the search path.
+    sys.path.insert(0, os.path.abspath(arguments.app_dir))
+    try:
+        if arguments.wsgi:
+            from . import wsgi
+
+            wsgi_app = wsgi.load_app(arguments.app)
+        else:
+            asgi_app = load_app(arguments.app)
+    except AppImportError as error:
+        print(f"hyco serve: {error}", file=sys.stderr)
+        return 2
     print(f"serving {arguments.app} through the relay; Ctrl-C to stop", file=out, flush=True)
     if arguments.wsgi:
-        from . import wsgi
-
         wsgi.serve(
-            wsgi.load_app(arguments.app),
+            wsgi_app,
             arguments.connection_string,
             transport=arguments.transport,
             workers=arguments.workers or 16,
@@ -348,7 +366,7 @@ def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
     if arguments.workers and arguments.workers > 1:
         serve_workers(arguments.app, arguments.connection_string, arguments.workers, **options)
     else:
-        run(arguments.app, arguments.connection_string, **options)
+        run(asgi_app, arguments.connection_string, **options)
     return 0
 
 
