@@ -40,7 +40,6 @@ from hyco_core import (
     Accept,
     AcceptContext,
     AcceptRequested,
-    CertificateError,
     ChannelClosed,
     ChannelConfig,
     ChannelState,
@@ -62,7 +61,6 @@ from hyco_core import (
     Opened,
     RejectDelivered,
     RelayedWebSocket,
-    RelayTimeoutError,
     RemoteEndpoint,
     RendezvousRequested,
     Request,
@@ -82,6 +80,7 @@ from hyco_core import (
 from hyco_core.timing import Backoff
 
 from .auth import RelayEndpoint, RelayToken, TokenProvider
+from .errors import connect_failure
 from .proxy import ProxyError, connect_request, parse_connect_response, proxy_for
 from .pump import READ_SIZE, STREAM_ERRORS, ChannelSocket, Clock, LazyEvent, MessageQueue
 
@@ -124,12 +123,8 @@ async def _open(
     try:
         with anyio.fail_after(timeout):
             stream = await _connect_stream(host, port, secure=secure, ssl_context=ssl_context)
-    except TimeoutError:
-        raise RelayTimeoutError(f"could not connect to {host}:{port} in {timeout:g} s") from None
-    except ssl.SSLCertVerificationError as error:
-        raise CertificateError(f"{host}:{port}: {error.verify_message}") from None
-    except OSError as error:
-        raise ConnectionLostError(f"could not connect to {host}:{port}: {error}") from None
+    except (OSError, anyio.EndOfStream, anyio.BrokenResourceError) as error:
+        raise connect_failure(error, host, port, secure=secure, timeout=timeout) from None
     socket = ChannelSocket(stream, channel)
     try:
         await socket.flush()
