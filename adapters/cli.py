@@ -16,6 +16,9 @@ from typing import TextIO
 
 import anyio
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
 from hyco_core import HycoError, __version__, create_relay_token, parse_connection_string
 
 __all__ = ["main"]
@@ -196,11 +199,21 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         return 0
     try:
         return handler(arguments, stream)
-    except HycoError as error:
-        print(f"hyco {arguments.command}: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    except BaseException as raised:
+        error = _alone(raised)
+        if isinstance(error, HycoError):
+            print(f"hyco {arguments.command}: {error}", file=sys.stderr)
+            return 1
+        if isinstance(error, KeyboardInterrupt):
+            return 130
+        raise
+
+
+def _alone(error: BaseException) -> BaseException:
+    """The one error inside task groups' wrappers: what a user needs to hear about."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 def _missing_connection_string(arguments: argparse.Namespace) -> bool:
@@ -223,8 +236,14 @@ def _expose(arguments: argparse.Namespace, out: TextIO) -> int:
     except ValueError as error:
         print(f"hyco expose: {error}", file=sys.stderr)
         return 2
-    print(f"exposing {', '.join(t.name for t in targets)}; Ctrl-C to stop", file=out, flush=True)
-    anyio.run(expose, arguments.connection_string, targets)
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(expose, arguments.connection_string, targets)
+            names = ", ".join(t.name for t in targets)
+            print(f"online, exposing {names}; Ctrl-C to stop", file=out, flush=True)
+
+    anyio.run(run)
     return 0
 
 

@@ -36,7 +36,11 @@ def _describe(message: str | bytes) -> str:
 
 
 async def run_listen(connection_string: str, *, echo: bool, out: TextIO) -> None:
-    """Stay online until interrupted, echoing or printing every message and HTTP request."""
+    """Stay online until interrupted, echoing or printing every message and HTTP request.
+
+    Raises the relay's reason when the listener ends for good (the hybrid connection was
+    deleted).
+    """
 
     async def on_connection(websocket: WebSocket) -> None:
         print(f"+ connection (subprotocol {websocket.subprotocol})", file=out, flush=True)
@@ -67,8 +71,8 @@ async def run_listen(connection_string: str, *, echo: bool, out: TextIO) -> None
         connection_handler=on_connection,
         request_handler=on_request,
         on_status=on_status,
-    ):
-        await anyio.sleep_forever()
+    ) as listener:
+        await listener.wait_closed()
 
 
 async def run_connect(

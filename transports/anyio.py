@@ -520,6 +520,7 @@ class Listener:
         self._clock = Clock()  # keeps the time of the accepted WebSockets
         self._first_outcome = anyio.Event()
         self._closing = anyio.Event()
+        self._ended = anyio.Event()
         self._inline_in_flight = 0
         self._inline_done = anyio.Event()
 
@@ -580,6 +581,13 @@ class Listener:
     def __aiter__(self) -> AsyncIterator[WebSocket]:
         return self._connections.__aiter__()
 
+    async def wait_closed(self) -> None:
+        """Wait until the listener is offline for good: after :meth:`close`, or when the relay
+        ends it (its hybrid connection was deleted); then raise the relay's reason."""
+        await self._ended.wait()
+        if not self._closing.is_set() and self.last_error is not None:
+            raise self.last_error
+
     async def accept(self) -> WebSocket:
         """The next accepted connection (when no connection handler is set)."""
         return await self._connections.receive()
@@ -614,7 +622,10 @@ class Listener:
             timekeeping.start_soon(self._clock.run)
             async with anyio.create_task_group() as work:
                 self._work = work
-                await self._stay_online()
+                try:
+                    await self._stay_online()
+                finally:
+                    self._ended.set()
                 # Wait for in-flight work, but stop reconnecting.
             timekeeping.cancel_scope.cancel()
 

@@ -67,3 +67,52 @@ def test_http_exit_code_follows_the_status_and_bad_headers_are_refused(
     bad = run_hyco("http", "GET", "/", "--header", "nocolon", env=env, cwd=tmp_path)
     assert bad.returncode == 2
     assert "NAME:VALUE" in bad.stderr
+
+
+TWO_ENTITIES = """
+[relay]
+port = 0
+
+[[namespace]]
+name = "localhost"
+
+  [[namespace.rule]]
+  name = "root"
+  primary_key = "cm9vdC1rZXktZm9yLXRlc3Rz"
+  rights = ["Manage"]
+{entities}"""
+
+
+def entities(*names: str) -> str:
+    return TWO_ENTITIES.format(
+        entities="".join(f'\n  [[namespace.entity]]\n  name = "{name}"\n' for name in names)
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "online"),
+    [
+        (("listen",), "listener online"),
+        (("expose", "--target", "ssh=127.0.0.1:22"), "online, exposing ssh; Ctrl-C to stop"),
+    ],
+    ids=["listen", "expose"],
+)
+def test_a_listener_whose_hybrid_connection_is_deleted_exits_with_the_reason(
+    tmp_path: Path, command: tuple[str, ...], online: str
+) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text(entities("hc1", "other"), "utf-8")
+    with hyco_relay("--config", str(config), cwd=tmp_path) as relay:
+        listening = start_hyco(*command, "-c", relay.listener, cwd=tmp_path)
+        try:
+            assert listening.stdout is not None
+            for line in listening.stdout:
+                if line.strip() == online:
+                    break
+            config.write_text(entities("other"), "utf-8")
+            out, err = listening.communicate(timeout=30)
+        finally:
+            stop(listening)
+    assert listening.returncode == 1, (out, err)
+    assert err.splitlines()[-1].startswith(f"hyco {command[0]}: the relay answered 404"), err
+    assert "Traceback" not in err
