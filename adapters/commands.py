@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import TextIO
 
 import anyio
+import anyio.from_thread
 import httpx
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from hyco_transports.anyio import (
     AcceptContext,
@@ -85,14 +89,16 @@ async def run_connect(
     out: TextIO,
 ) -> int:
     """Send each stdin line as a text message; print what comes back. EOF closes (1000)."""
-    stdin = anyio.wrap_file(sys.stdin)
-    async with connect(
-        connection_string,
-        suffix=suffix,
-        query=query,
-        headers=headers,
-        subprotocols=subprotocols,
-    ) as websocket:
+    async with (
+        _stdin_lines() as stdin,
+        connect(
+            connection_string,
+            suffix=suffix,
+            query=query,
+            headers=headers,
+            subprotocols=subprotocols,
+        ) as websocket,
+    ):
         print(f"connected (subprotocol {websocket.subprotocol})", file=sys.stderr, flush=True)
         closing = False
         async with anyio.create_task_group() as tasks:
@@ -112,6 +118,28 @@ async def run_connect(
     code = websocket.close_code or 1000
     print(f"closed ({code} {websocket.close_reason or ''})".rstrip(), file=sys.stderr)
     return 0 if code in (1000, 1001) else 1
+
+
+@asynccontextmanager
+async def _stdin_lines() -> AsyncIterator[MemoryObjectReceiveStream[str]]:
+    """The lines of stdin, read by a daemon thread of our own. A read blocked in one of anyio's
+    worker threads would hold up Ctrl-C until the next Enter, as they are waited for."""
+    send, receive = anyio.create_memory_object_stream[str](16)
+    async with anyio.from_thread.BlockingPortal() as portal:
+
+        def read() -> None:
+            try:
+                for line in sys.stdin:
+                    portal.call(send.send, line)
+                portal.call(send.aclose)
+            except RuntimeError:
+                pass  # the portal is closed: nobody reads any more
+
+        threading.Thread(target=read, name="hyco-stdin", daemon=True).start()
+        try:
+            yield receive
+        finally:
+            await portal.stop(cancel_remaining=True)
 
 
 def run_http(

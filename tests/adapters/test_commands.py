@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,4 +117,22 @@ def test_a_listener_whose_hybrid_connection_is_deleted_exits_with_the_reason(
             stop(listening)
     assert listening.returncode == 1, (out, err)
     assert err.splitlines()[-1].startswith(f"hyco {command[0]}: the relay answered 404"), err
+    assert "Traceback" not in err
+
+
+def test_ctrl_c_stops_an_interactive_connect_at_once(
+    relay_and_listener: dict[str, str], tmp_path: Path
+) -> None:
+    terminal, typing_end = pty.openpty()  # a terminal's stdin, where nobody presses Enter
+    try:
+        connecting = start_hyco("connect", cwd=tmp_path, env=relay_and_listener, stdin=typing_end)
+        assert connecting.stderr is not None
+        assert connecting.stderr.readline().startswith("connected")
+        connecting.send_signal(2)
+        connecting.wait(timeout=5)
+        _out, err = connecting.communicate()
+    finally:
+        os.close(terminal)
+        os.close(typing_end)
+    assert connecting.returncode == 130
     assert "Traceback" not in err
