@@ -14,16 +14,24 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-import anyio
-
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-from hyco_core import HycoError, __version__, create_relay_token, parse_connection_string
+from hyco_core import (
+    CertificateError,
+    HycoError,
+    __version__,
+    create_relay_token,
+    parse_connection_string,
+)
+from hyco_transports.extras import missing_dependency
 
 __all__ = ["main"]
 
 CONNECTION_STRING_VARIABLE = "HYCO_CONNECTION_STRING"
+
+# OpenSSL reads the variable, so it reaches every TLS connection the command makes.
+_TRUSTING_A_CA = "To trust the relay's CA here: SSL_CERT_FILE=/path/to/ca.pem hyco ..."
 
 
 def _add_connection_string(parser: argparse.ArgumentParser) -> None:
@@ -203,9 +211,14 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         error = _alone(raised)
         if isinstance(error, HycoError):
             print(f"hyco {arguments.command}: {error}", file=sys.stderr)
+            if isinstance(error, CertificateError):
+                print(_TRUSTING_A_CA, file=sys.stderr)
             return 1
         if isinstance(error, KeyboardInterrupt):
             return 130
+        if isinstance(error, ModuleNotFoundError) and (advice := missing_dependency(error)):
+            print(f"hyco {arguments.command}: {advice}", file=sys.stderr)
+            return 1
         raise
 
 
@@ -227,6 +240,8 @@ def _missing_connection_string(arguments: argparse.Namespace) -> bool:
 
 
 def _expose(arguments: argparse.Namespace, out: TextIO) -> int:
+    import anyio
+
     from .forward import expose, parse_target
 
     if _missing_connection_string(arguments):
@@ -248,6 +263,9 @@ def _expose(arguments: argparse.Namespace, out: TextIO) -> int:
 
 
 def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
+    import anyio
+
+    from ._cli_errors import bind_failure
     from .forward import forward, forward_stdio
 
     if _missing_connection_string(arguments):
@@ -255,10 +273,12 @@ def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
     if arguments.stdio:
         anyio.run(forward_stdio, arguments.connection_string, arguments.target)
         return 0
-    host, _, port = arguments.bind.rpartition(":")
-    if not port.isdigit():
-        print("hyco forward: --bind is [HOST:]PORT", file=sys.stderr)
+    host, _, port_text = arguments.bind.rpartition(":")
+    host = host or "127.0.0.1"
+    if not port_text.isdigit() or int(port_text) > 65535:
+        print("hyco forward: --bind is [HOST:]PORT, the port from 0 to 65535", file=sys.stderr)
         return 2
+    port = int(port_text)
 
     async def run() -> None:
         async with anyio.create_task_group() as tasks:
@@ -266,18 +286,26 @@ def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
                 lambda task_status: forward(
                     arguments.connection_string,
                     arguments.target,
-                    host=host or "127.0.0.1",
-                    port=int(port),
+                    host=host,
+                    port=port,
                     task_status=task_status,
                 )
             )
             print(
-                f"forwarding {host or '127.0.0.1'}:{bound} to {arguments.target!r}; Ctrl-C to stop",
+                f"forwarding {host}:{bound} to {arguments.target!r}; Ctrl-C to stop",
                 file=out,
                 flush=True,
             )
 
-    anyio.run(run)
+    try:
+        anyio.run(run)
+    except BaseException as raised:
+        error = _alone(raised)
+        if not isinstance(error, OSError) or isinstance(error, HycoError):
+            raise
+        # Binding the local port: the one OSError that is not already a hyco error.
+        print(f"hyco forward: {bind_failure(host, port, error, '--bind')}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -293,6 +321,8 @@ def _headers(values: list[str], command: str) -> list[tuple[str, str]] | None:
 
 
 def _listen(arguments: argparse.Namespace, out: TextIO) -> int:
+    import anyio
+
     from .commands import run_listen
 
     if _missing_connection_string(arguments):
@@ -302,6 +332,8 @@ def _listen(arguments: argparse.Namespace, out: TextIO) -> int:
 
 
 def _connect(arguments: argparse.Namespace, out: TextIO) -> int:
+    import anyio
+
     from .commands import run_connect
 
     if _missing_connection_string(arguments):
@@ -332,12 +364,15 @@ def _http(arguments: argparse.Namespace, out: TextIO) -> int:
     if headers is None:
         return 2
     data: bytes | None = None
-    if arguments.data is not None:
-        data = (
-            Path(arguments.data[1:]).read_bytes()
-            if arguments.data.startswith("@")
-            else arguments.data.encode()
-        )
+    if arguments.data is not None and arguments.data.startswith("@"):
+        try:
+            data = Path(arguments.data[1:]).read_bytes()
+        except OSError as error:
+            reason = error.strerror or str(error)
+            print(f"hyco http: cannot read {arguments.data[1:]!r} ({reason})", file=sys.stderr)
+            return 2
+    elif arguments.data is not None:
+        data = arguments.data.encode()
     return run_http(
         arguments.connection_string,
         method=arguments.method.upper(),
@@ -391,6 +426,9 @@ def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
 
 def _token(arguments: argparse.Namespace, out: TextIO) -> int:
     if _missing_connection_string(arguments):
+        return 2
+    if arguments.ttl <= 0:
+        print("hyco token: --ttl is a number of seconds above 0", file=sys.stderr)
         return 2
     parsed = parse_connection_string(arguments.connection_string)
     entity = arguments.entity or parsed.entity_path

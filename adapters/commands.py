@@ -14,12 +14,14 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import TextIO
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.from_thread
 import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from hyco_core import HycoError
 from hyco_transports.anyio import (
     AcceptContext,
     HttpRequest,
@@ -28,11 +30,13 @@ from hyco_transports.anyio import (
     WebSocket,
     connect,
 )
+from hyco_transports.errors import connect_failure
 from hyco_transports.httpx import RelayAuth
 
 __all__ = ["run_connect", "run_http", "run_listen"]
 
 _PROGRESS_FROM = 1024 * 1024
+_HTTP_TIMEOUT = 120.0
 
 
 def _describe(message: str | bytes) -> str:
@@ -155,12 +159,41 @@ def run_http(
     """Send one request through the relay; 0 when the status is below 400, else 1."""
     auth = RelayAuth.from_connection_string(connection_string)
     target, _, query = path.partition("?")
+    url = auth.url(target, query)
+    try:
+        return _send(url, method, auth, data, headers, include, out)
+    except httpx.TransportError as error:
+        raise _transport_failure(error, url) from None
+
+
+def _transport_failure(error: httpx.TransportError, url: str) -> HycoError:
+    """The hyco error for a request that never got an answer: the same words as a listener's."""
+    parts = urlsplit(url)
+    secure = parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(error, httpx.TimeoutException):
+        cause = TimeoutError()
+    return connect_failure(
+        cause or error, parts.hostname or "", port, secure=secure, timeout=_HTTP_TIMEOUT
+    )
+
+
+def _send(
+    url: str,
+    method: str,
+    auth: RelayAuth,
+    data: bytes | None,
+    headers: list[tuple[str, str]],
+    include: bool,
+    out: TextIO,
+) -> int:
     content = _with_progress(data) if data is not None and len(data) >= _PROGRESS_FROM else data
     with (
-        httpx.Client(auth=auth, timeout=120) as client,
-        client.stream(
-            method, auth.url(target, query), content=content, headers=headers
-        ) as response,
+        httpx.Client(auth=auth, timeout=_HTTP_TIMEOUT) as client,
+        client.stream(method, url, content=content, headers=headers) as response,
     ):
         if include:
             print(f"HTTP/1.1 {response.status_code} {response.reason_phrase}", file=out)

@@ -6,12 +6,14 @@ import argparse
 import logging
 import signal
 import ssl
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
 import anyio
 
+from hyco_core import HycoError
 from hyco_relay.config import ConfigWatcher, RelayConfig, Right, default_config
 from hyco_relay.server import Relay, serve_relay
 from hyco_relay.tls import (
@@ -20,6 +22,8 @@ from hyco_relay.tls import (
     server_ssl_context,
     trust_instructions,
 )
+
+from ._cli_errors import bind_failure
 
 __all__ = ["describe_relay", "run_relay"]
 
@@ -33,7 +37,14 @@ def run_relay(arguments: argparse.Namespace, out: TextIO) -> int:
     config = watcher.config if watcher else default_config()
     config = _with_overrides(config, arguments)
     context, notes = _tls(arguments, config)
-    anyio.run(_serve, config, context, notes, watcher, arguments, out)
+    try:
+        anyio.run(_serve, config, context, notes, watcher, arguments, out)
+    except HycoError:
+        raise
+    except OSError as error:  # binding the listening socket
+        failure = bind_failure(config.host, config.port, error, "--port")
+        print(f"hyco relay: {failure}", file=sys.stderr)
+        return 1
     return 0
 
 

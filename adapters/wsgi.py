@@ -454,8 +454,16 @@ class Server:
         if self.transport == "gevent":
             import gevent
 
-            while not self._stop.is_set():
-                gevent.sleep(_STOP_POLL)
+            # A KeyboardInterrupt raised inside gevent's hub is printed by the hub on its way
+            # out; a signal watcher of gevent's own makes Ctrl-C a quiet, orderly stop instead.
+            on_main_thread = threading.current_thread() is threading.main_thread()
+            watcher = gevent.signal_handler(signal.SIGINT, self.stop) if on_main_thread else None
+            try:
+                while not self._stop.is_set():
+                    gevent.sleep(_STOP_POLL)
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
         else:
             self._stop.wait()
 
