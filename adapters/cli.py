@@ -44,16 +44,28 @@ def _add_connection_string(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Accepted before or after the subcommand (hyco -v listen, hyco listen -vv): absent unless
+    # given, so that a subcommand's parser does not reset what the main one read.
+    verbosity = argparse.ArgumentParser(add_help=False)
+    verbosity.add_argument(
+        "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="log more (-vv: debug)"
+    )
+    verbosity.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="log errors only"
+    )
     parser = argparse.ArgumentParser(
         prog="hyco",
         description="Azure Relay Hybrid Connections from the command line.",
+        parents=[verbosity],
+        epilog=f"The connection string may come from ${CONNECTION_STRING_VARIABLE}. Exit codes: "
+        "0 success, 1 failure, 2 bad usage, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"hyco {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = commands.add_parser(
         "demo",
+        parents=[verbosity],
         help="relay WebSocket messages and HTTP requests through an embedded local relay",
         description="Start a local relay, a listener and a sender in this process, relay "
         "WebSocket messages and HTTP requests (small and over 64 KiB) through it, and report "
@@ -64,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     relay = commands.add_parser(
         "relay",
+        parents=[verbosity],
         help="run a local relay speaking the Azure Relay protocol",
         description="Run a local relay. Without --config it serves namespace 'localhost' with "
         "hybrid connection 'hyco' and prints ready-to-paste connection strings.",
@@ -81,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     expose = commands.add_parser(
         "expose",
+        parents=[verbosity],
         help="make local TCP services reachable through a hybrid connection",
         description="Listen on the hybrid connection and carry each sender's connection to one "
         "of the named targets; nothing else is reachable.",
@@ -96,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     forward = commands.add_parser(
         "forward",
+        parents=[verbosity],
         help="carry local TCP connections to a target exposed elsewhere",
         description="Bind a local port (or use stdin/stdout) and carry each connection through "
         "the hybrid connection to the target 'hyco expose' offers under that name.",
@@ -110,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     listen = commands.add_parser(
         "listen",
+        parents=[verbosity],
         help="listen on a hybrid connection: echo or print what arrives",
         description="Stay online, accept every sender and answer HTTP: echo (default) sends "
         "messages and request bodies back; --print only shows them.",
@@ -119,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     connect = commands.add_parser(
         "connect",
+        parents=[verbosity],
         help="a WebSocket cat: stdin lines out, messages to stdout",
         description="Connect as a sender; send each line of stdin as a text message and print "
         "every message received. End of input closes the connection normally.",
@@ -131,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     http = commands.add_parser(
         "http",
+        parents=[verbosity],
         help="send one HTTP request through the relay",
         description="Send a request to the hybrid connection's HTTP address with a fresh relay "
         "token; the body goes to stdout. Exit 0 below status 400, 1 otherwise.",
@@ -144,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
+        parents=[verbosity],
         help="serve an ASGI app (FastAPI, Starlette, Django) through a hybrid connection",
         description="Run an ASGI 3 app behind the relay: its routes answer as if it were "
         "mounted at the hybrid connection's path.",
@@ -173,11 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     token = commands.add_parser(
         "token",
+        parents=[verbosity],
         help="print a SAS token for a hybrid connection",
         description="Print a SAS token signed with the connection string's key.",
     )
     _add_connection_string(token)
-    token.add_argument("--entity", help="hybrid connection (default: the EntityPath)")
+    scope = token.add_mutually_exclusive_group()
+    scope.add_argument("--entity", help="hybrid connection (default: the EntityPath)")
+    scope.add_argument(
+        "--namespace-root",
+        action="store_true",
+        help="sign for every hybrid connection of the namespace (GET /$presence needs this)",
+    )
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (3600)")
     return parser
 
@@ -187,7 +213,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     arguments = parser.parse_args(argv)
     stream = out or sys.stdout
     logging.basicConfig(
-        level=logging.WARNING - 10 * min(arguments.verbose, 2),
+        level=logging.ERROR
+        if getattr(arguments, "quiet", False)
+        else logging.WARNING - 10 * min(getattr(arguments, "verbose", 0), 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     handlers: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
@@ -431,11 +459,11 @@ def _token(arguments: argparse.Namespace, out: TextIO) -> int:
         print("hyco token: --ttl is a number of seconds above 0", file=sys.stderr)
         return 2
     parsed = parse_connection_string(arguments.connection_string)
-    entity = arguments.entity or parsed.entity_path
-    if not (parsed.shared_access_key_name and parsed.shared_access_key and entity):
+    entity = "" if arguments.namespace_root else arguments.entity or parsed.entity_path
+    if not (parsed.shared_access_key_name and parsed.shared_access_key) or entity is None:
         print(
             "hyco token: the connection string needs SharedAccessKeyName, SharedAccessKey and "
-            "an EntityPath (or --entity)",
+            "an EntityPath (or --entity, or --namespace-root)",
             file=sys.stderr,
         )
         return 2

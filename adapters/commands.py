@@ -120,7 +120,8 @@ async def run_connect(
             closing = True
             await websocket.close()
     code = websocket.close_code or 1000
-    print(f"closed ({code} {websocket.close_reason or ''})".rstrip(), file=sys.stderr)
+    reason = f" {websocket.close_reason}" if websocket.close_reason else ""
+    print(f"closed ({code}{reason})", file=sys.stderr)
     return 0 if code in (1000, 1001) else 1
 
 

@@ -99,14 +99,17 @@ async def _serve(
 
 async def _reload(relay: Relay, watcher: ConfigWatcher, arguments: argparse.Namespace) -> None:
     """Apply configuration changes without a restart; a broken file keeps the last good one."""
+    reported = watcher.last_error
     while True:
         await anyio.sleep(_RELOAD_INTERVAL)
         changed = watcher.poll()
         if changed is not None:
             await relay.reconfigure(_with_overrides(changed, arguments))
-            logger.warning("configuration reloaded")
-        elif watcher.last_error is not None:
+            logger.info("configuration reloaded")
+        elif watcher.last_error is not reported:
+            # A new error object means a new change that failed: told once, not every poll.
             logger.error("configuration not reloaded: %s", watcher.last_error)
+        reported = watcher.last_error
 
 
 def describe_relay(relay: Relay) -> str:

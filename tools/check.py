@@ -38,6 +38,7 @@ NOT_REPEATED = (
 # mypy resolves imports from folder names, so it reads the packages through a folder of
 # symlinks that carry the import names.
 PACKAGE_DIRS = {
+    "hyco": "hyco",
     "hyco_core": "hyco_core",
     "hyco_transports": "transports",
     "hyco_adapters": "adapters",

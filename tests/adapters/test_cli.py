@@ -179,3 +179,54 @@ def test_serve_runs_the_asgi_app_of_the_current_directory_or_app_dir(
     assert response.text == "/hyco/items/7"
     assert out.startswith("serving main:app through the relay")
     assert serving.returncode == 0, err
+
+
+def test_python_m_hyco_and_verbosity_after_the_subcommand(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.cli import user_env
+
+    module = subprocess.run(
+        [sys.executable, "-m", "hyco", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=user_env(),
+        timeout=60,
+        check=False,
+    )
+    assert module.stdout.strip().startswith("hyco ")
+    for arguments in (("token", "-vv"), ("-v", "token"), ("token", "-q")):
+        result = run_hyco(*arguments, "-c", CS, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("SharedAccessSignature ")
+
+
+def test_token_for_the_namespace_root_verifies_for_every_entity(tmp_path: Path) -> None:
+    result = run_hyco("token", "-c", CS, "--namespace-root", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert parse_sas_token(token).resource == "http://contoso.servicebus.windows.net/"
+    for entity in ("hc1", "another"):
+        verdict = verify_sas_token(
+            token,
+            keys={"send": ["a2V5LWZvci10ZXN0cw=="]},
+            target=f"sb://contoso.servicebus.windows.net/{entity}",
+            now=time.time(),
+        )
+        assert verdict.valid, verdict.detail
+
+
+def test_a_broken_configuration_edit_is_reported_once(tmp_path: Path) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text(RELOADABLE.format(key="b2xkLWtleQ=="))
+    process = start_hyco("relay", "--config", str(config), cwd=tmp_path)
+    try:
+        assert process.stdout is not None
+        process.stdout.readline()
+        config.write_text("[relay\n")
+        time.sleep(3.5)  # three polls of the file after the edit
+    finally:
+        _out, err = stop(process)
+    assert err.count("configuration not reloaded") == 1, err

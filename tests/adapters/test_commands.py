@@ -35,7 +35,7 @@ def test_connect_sends_lines_and_prints_the_echoes(
     assert result.returncode == 0, result.stderr
     assert "connected (subprotocol chat)" in result.stderr
     assert result.stdout.splitlines() == ["first line", "second line"]
-    assert "closed (1000" in result.stderr
+    assert result.stderr.splitlines()[-1] == "closed (1000)"
 
 
 def test_http_sends_a_request_and_reports_large_transfers(
