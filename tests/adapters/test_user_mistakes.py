@@ -127,6 +127,11 @@ def test_an_untrusted_relay_certificate_says_how_to_trust_it(tmp_path: Path) -> 
     home = tmp_path / "home"
     with hyco_relay("--tls", cwd=tmp_path, home=home) as relay:
         result = run_hyco("http", "-c", relay.listener, "GET", "/", cwd=tmp_path)
+        trusting = {"SSL_CERT_FILE": str(home / ".hyco" / "tls" / "ca.pem")}
+        trusted = run_hyco("http", "-c", relay.listener, "GET", "/", cwd=tmp_path, env=trusting)
+    # Through TLS to the relay, which answers with its JSON error: it has no listener to ask.
+    assert trusted.stderr == ""
+    assert '"error"' in trusted.stdout
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == 1
     first, second = result.stderr.strip().splitlines()
