@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve wss:// and https:// with a development CA made on first use",
     )
+    relay.add_argument(
+        "--shared-access-key",
+        metavar="KEY",
+        help="without --config: the RootManageSharedAccessKey key (default: one made on first "
+        "use and kept in ~/.hyco/relay-key, or $HYCO_HOME/relay-key)",
+    )
     relay.add_argument("--cert", help="serve TLS with this certificate (PEM, with its chain)")
     relay.add_argument("--key", help="the private key of --cert (PEM)")
 

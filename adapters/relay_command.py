@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -34,7 +35,7 @@ _RELOAD_INTERVAL = 1.0
 
 def run_relay(arguments: argparse.Namespace, out: TextIO) -> int:
     watcher = ConfigWatcher(arguments.config) if arguments.config else None
-    config = watcher.config if watcher else default_config()
+    config = watcher.config if watcher else _development_config(arguments.shared_access_key)
     config = _with_overrides(config, arguments)
     context, notes = _tls(arguments, config)
     try:
@@ -46,6 +47,26 @@ def run_relay(arguments: argparse.Namespace, out: TextIO) -> int:
         print(f"hyco relay: {failure}", file=sys.stderr)
         return 1
     return 0
+
+
+def _development_config(key: str | None) -> RelayConfig:
+    """The configuration without a file, with ``key`` or else the key kept under the relay's
+    home directory (made on first use), so that listeners outlive a restart of the relay."""
+    if key is not None:
+        return default_config(key=key)
+    kept = default_certificate_directory().parent / "relay-key"
+    try:
+        return default_config(key=kept.read_text("ascii").strip())
+    except FileNotFoundError:
+        pass
+    config = default_config()
+    (rule,) = config.namespaces[0].rules
+    kept.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Created readable by its owner only, as the key signs every token of this relay.
+    descriptor = os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii") as file:
+        file.write(rule.primary_key + "\n")
+    return config
 
 
 def _with_overrides(config: RelayConfig, arguments: argparse.Namespace) -> RelayConfig:

@@ -68,8 +68,11 @@ class RunningRelay:
 
 @contextmanager
 def hyco_relay(*arguments: str, cwd: Path, home: Path | None = None) -> Iterator[RunningRelay]:
-    """``hyco relay --port 0`` in a process of its own, stopped with Ctrl-C's signal at the end."""
-    env = {"HOME": str(home)} if home is not None else None
+    """``hyco relay --port 0`` in a process of its own, stopped with Ctrl-C's signal at the end.
+
+    Its home directory (its key, its development CA) is ``home``, by default one in ``cwd``.
+    """
+    env = {"HOME": str(home if home is not None else cwd / "relay-home")}
     process = start_hyco("relay", "--port", "0", *arguments, cwd=cwd, env=env)
     try:
         assert process.stdout is not None

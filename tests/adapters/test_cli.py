@@ -230,3 +230,18 @@ def test_a_broken_configuration_edit_is_reported_once(tmp_path: Path) -> None:
     finally:
         _out, err = stop(process)
     assert err.count("configuration not reloaded") == 1, err
+
+
+def test_the_development_relay_keeps_its_key_across_restarts(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with hyco_relay(cwd=tmp_path, home=home) as first:
+        pass
+    with hyco_relay(cwd=tmp_path, home=home) as second:
+        pass
+    key = parse_connection_string(first.listener).shared_access_key
+    assert parse_connection_string(second.listener).shared_access_key == key
+    kept = home / ".hyco" / "relay-key"
+    assert kept.read_text().strip() == key
+    assert kept.stat().st_mode & 0o077 == 0  # the key's file is its owner's only
+    with hyco_relay("--shared-access-key", "Z2l2ZW4ta2V5", cwd=tmp_path, home=home) as given:
+        assert parse_connection_string(given.listener).shared_access_key == "Z2l2ZW4ta2V5"
