@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import TextIO
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TextIO, TypeVar
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -29,6 +30,8 @@ from hyco_transports.extras import missing_dependency
 __all__ = ["main"]
 
 CONNECTION_STRING_VARIABLE = "HYCO_CONNECTION_STRING"
+
+T = TypeVar("T")
 
 # OpenSSL reads the variable, so it reaches every TLS connection the command makes.
 _TRUSTING_A_CA = "To trust the relay's CA here: SSL_CERT_FILE=/path/to/ca.pem hyco ..."
@@ -256,6 +259,36 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         raise
 
 
+def _run_interruptibly(function: Callable[[], Awaitable[T]]) -> T:
+    """``anyio.run(function)``, with Ctrl-C turned into a cancellation of ``function`` and then
+    a ``KeyboardInterrupt``: left to asyncio, the interrupt escapes as a ``CancelledError``
+    traceback on Python 3.10."""
+    import anyio
+
+    interrupted = False
+    outcome: list[T] = []
+
+    async def until_interrupted() -> None:
+        nonlocal interrupted
+        with anyio.open_signal_receiver(signal.SIGINT) as signals:
+            async with anyio.create_task_group() as tasks:
+
+                async def watch() -> None:
+                    nonlocal interrupted
+                    async for _signal in signals:
+                        interrupted = True
+                        tasks.cancel_scope.cancel()
+
+                tasks.start_soon(watch)
+                outcome.append(await function())
+                tasks.cancel_scope.cancel()
+
+    anyio.run(until_interrupted)
+    if interrupted:
+        raise KeyboardInterrupt
+    return outcome[0]
+
+
 def _alone(error: BaseException) -> BaseException:
     """The one error inside task groups' wrappers: what a user needs to hear about."""
     while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
@@ -292,7 +325,7 @@ def _expose(arguments: argparse.Namespace, out: TextIO) -> int:
             names = ", ".join(t.name for t in targets)
             print(f"online, exposing {names}; Ctrl-C to stop", file=out, flush=True)
 
-    anyio.run(run)
+    _run_interruptibly(run)
     return 0
 
 
@@ -305,7 +338,7 @@ def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
     if _missing_connection_string(arguments):
         return 2
     if arguments.stdio:
-        anyio.run(forward_stdio, arguments.connection_string, arguments.target)
+        _run_interruptibly(lambda: forward_stdio(arguments.connection_string, arguments.target))
         return 0
     host, _, port_text = arguments.bind.rpartition(":")
     host = host or "127.0.0.1"
@@ -332,7 +365,7 @@ def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
             )
 
     try:
-        anyio.run(run)
+        _run_interruptibly(run)
     except BaseException as raised:
         error = _alone(raised)
         if not isinstance(error, OSError) or isinstance(error, HycoError):
@@ -355,18 +388,18 @@ def _headers(values: list[str], command: str) -> list[tuple[str, str]] | None:
 
 
 def _listen(arguments: argparse.Namespace, out: TextIO) -> int:
-    import anyio
 
     from .commands import run_listen
 
     if _missing_connection_string(arguments):
         return 2
-    anyio.run(lambda: run_listen(arguments.connection_string, echo=arguments.echo, out=out))
+    _run_interruptibly(
+        lambda: run_listen(arguments.connection_string, echo=arguments.echo, out=out)
+    )
     return 0
 
 
 def _connect(arguments: argparse.Namespace, out: TextIO) -> int:
-    import anyio
 
     from .commands import run_connect
 
@@ -375,7 +408,7 @@ def _connect(arguments: argparse.Namespace, out: TextIO) -> int:
     headers = _headers(arguments.header, "connect")
     if headers is None:
         return 2
-    return anyio.run(
+    return _run_interruptibly(
         lambda: run_connect(
             arguments.connection_string,
             suffix=arguments.suffix,
