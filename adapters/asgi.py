@@ -36,7 +36,6 @@ What the relay's protocol cannot carry, and what this module does about it:
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -68,10 +67,12 @@ from hyco_core import (
 from hyco_transports.anyio import AcceptContext, HttpRequest, HttpResponse, Listener, WebSocket
 from hyco_transports.auth import RelayEndpoint
 
+from ._app_import import AppImportError, import_app
 from ._headers import relayed_response_headers
 
 __all__ = [
     "ASGIApp",
+    "AppImportError",
     "ClientDisconnected",
     "LifespanMode",
     "Message",
@@ -307,6 +308,10 @@ class _ResponseBody:
 
     def __aiter__(self) -> _ResponseBody:
         return self
+
+    async def aclose(self) -> None:
+        """The transport is done with the body; unfinished, the app learns the sender is gone."""
+        self._finalizer()
 
     async def __anext__(self) -> bytes:
         if self._first:
@@ -904,19 +909,11 @@ async def serve(
 
 
 def load_app(import_string: str) -> ASGIApp:
-    """Import ``"package.module:attribute"`` (the attribute may be dotted) and return the app."""
-    module_name, _, attribute = import_string.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"{import_string!r} is not of the form 'module:attribute'")
-    target: object = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise ImportError(f"module {module_name!r} has no attribute {attribute!r}") from None
-    if not callable(target):
-        raise TypeError(f"{import_string!r} is not callable, so not an ASGI application")
-    return cast(ASGIApp, target)
+    """Import ``"package.module:attribute"`` (the attribute may be dotted) and return the app.
+
+    Raises :class:`AppImportError` when the string names no callable that can be imported.
+    """
+    return cast(ASGIApp, import_app(import_string, "ASGI"))
 
 
 def run(

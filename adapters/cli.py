@@ -9,18 +9,32 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import TextIO
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TextIO, TypeVar
 
-import anyio
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
-from hyco_core import HycoError, __version__, create_relay_token, parse_connection_string
+from hyco_core import (
+    CertificateError,
+    HycoError,
+    __version__,
+    create_relay_token,
+    parse_connection_string,
+)
+from hyco_transports.extras import missing_dependency
 
 __all__ = ["main"]
 
 CONNECTION_STRING_VARIABLE = "HYCO_CONNECTION_STRING"
+
+T = TypeVar("T")
+
+# OpenSSL reads the variable, so it reaches every TLS connection the command makes.
+_TRUSTING_A_CA = "To trust the relay's CA here: SSL_CERT_FILE=/path/to/ca.pem hyco ..."
 
 
 def _add_connection_string(parser: argparse.ArgumentParser) -> None:
@@ -33,16 +47,28 @@ def _add_connection_string(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Accepted before or after the subcommand (hyco -v listen, hyco listen -vv): absent unless
+    # given, so that a subcommand's parser does not reset what the main one read.
+    verbosity = argparse.ArgumentParser(add_help=False)
+    verbosity.add_argument(
+        "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="log more (-vv: debug)"
+    )
+    verbosity.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="log errors only"
+    )
     parser = argparse.ArgumentParser(
         prog="hyco",
         description="Azure Relay Hybrid Connections from the command line.",
+        parents=[verbosity],
+        epilog=f"The connection string may come from ${CONNECTION_STRING_VARIABLE}. Exit codes: "
+        "0 success, 1 failure, 2 bad usage, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"hyco {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = commands.add_parser(
         "demo",
+        parents=[verbosity],
         help="relay WebSocket messages and HTTP requests through an embedded local relay",
         description="Start a local relay, a listener and a sender in this process, relay "
         "WebSocket messages and HTTP requests (small and over 64 KiB) through it, and report "
@@ -53,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     relay = commands.add_parser(
         "relay",
+        parents=[verbosity],
         help="run a local relay speaking the Azure Relay protocol",
         description="Run a local relay. Without --config it serves namespace 'localhost' with "
         "hybrid connection 'hyco' and prints ready-to-paste connection strings.",
@@ -70,11 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve wss:// and https:// with a development CA made on first use",
     )
+    relay.add_argument(
+        "--shared-access-key",
+        metavar="KEY",
+        help="without --config: the RootManageSharedAccessKey key (default: one made on first "
+        "use and kept in ~/.hyco/relay-key, or $HYCO_HOME/relay-key)",
+    )
     relay.add_argument("--cert", help="serve TLS with this certificate (PEM, with its chain)")
     relay.add_argument("--key", help="the private key of --cert (PEM)")
 
     expose = commands.add_parser(
         "expose",
+        parents=[verbosity],
         help="make local TCP services reachable through a hybrid connection",
         description="Listen on the hybrid connection and carry each sender's connection to one "
         "of the named targets; nothing else is reachable.",
@@ -90,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     forward = commands.add_parser(
         "forward",
+        parents=[verbosity],
         help="carry local TCP connections to a target exposed elsewhere",
         description="Bind a local port (or use stdin/stdout) and carry each connection through "
         "the hybrid connection to the target 'hyco expose' offers under that name.",
@@ -104,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     listen = commands.add_parser(
         "listen",
+        parents=[verbosity],
         help="listen on a hybrid connection: echo or print what arrives",
         description="Stay online, accept every sender and answer HTTP: echo (default) sends "
         "messages and request bodies back; --print only shows them.",
@@ -113,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     connect = commands.add_parser(
         "connect",
+        parents=[verbosity],
         help="a WebSocket cat: stdin lines out, messages to stdout",
         description="Connect as a sender; send each line of stdin as a text message and print "
         "every message received. End of input closes the connection normally.",
@@ -125,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     http = commands.add_parser(
         "http",
+        parents=[verbosity],
         help="send one HTTP request through the relay",
         description="Send a request to the hybrid connection's HTTP address with a fresh relay "
         "token; the body goes to stdout. Exit 0 below status 400, 1 otherwise.",
@@ -138,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
+        parents=[verbosity],
         help="serve an ASGI app (FastAPI, Starlette, Django) through a hybrid connection",
         description="Run an ASGI 3 app behind the relay: its routes answer as if it were "
         "mounted at the hybrid connection's path.",
@@ -158,14 +197,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--lifespan", choices=("auto", "on", "off"), default="auto", help="lifespan events"
     )
     serve.add_argument("--root-path", help="the app's mount path (default: /<entity path>)")
+    serve.add_argument(
+        "--app-dir",
+        default=".",
+        metavar="DIR",
+        help="where to look for the app's module first (default: the current directory)",
+    )
 
     token = commands.add_parser(
         "token",
+        parents=[verbosity],
         help="print a SAS token for a hybrid connection",
         description="Print a SAS token signed with the connection string's key.",
     )
     _add_connection_string(token)
-    token.add_argument("--entity", help="hybrid connection (default: the EntityPath)")
+    scope = token.add_mutually_exclusive_group()
+    scope.add_argument("--entity", help="hybrid connection (default: the EntityPath)")
+    scope.add_argument(
+        "--namespace-root",
+        action="store_true",
+        help="sign for every hybrid connection of the namespace (GET /$presence needs this)",
+    )
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (3600)")
     return parser
 
@@ -175,7 +227,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     arguments = parser.parse_args(argv)
     stream = out or sys.stdout
     logging.basicConfig(
-        level=logging.WARNING - 10 * min(arguments.verbose, 2),
+        level=logging.ERROR
+        if getattr(arguments, "quiet", False)
+        else logging.WARNING - 10 * min(getattr(arguments, "verbose", 0), 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     handlers: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
@@ -195,11 +249,56 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         return 0
     try:
         return handler(arguments, stream)
-    except HycoError as error:
-        print(f"hyco {arguments.command}: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    except BaseException as raised:
+        error = _alone(raised)
+        if isinstance(error, HycoError):
+            print(f"hyco {arguments.command}: {error}", file=sys.stderr)
+            if isinstance(error, CertificateError):
+                print(_TRUSTING_A_CA, file=sys.stderr)
+            return 1
+        if isinstance(error, KeyboardInterrupt):
+            return 130
+        if isinstance(error, ModuleNotFoundError) and (advice := missing_dependency(error)):
+            print(f"hyco {arguments.command}: {advice}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _run_interruptibly(function: Callable[[], Awaitable[T]]) -> T:
+    """``anyio.run(function)``, with Ctrl-C turned into a cancellation of ``function`` and then
+    a ``KeyboardInterrupt``: left to asyncio, the interrupt escapes as a ``CancelledError``
+    traceback on Python 3.10."""
+    import anyio
+
+    interrupted = False
+    outcome: list[T] = []
+
+    async def until_interrupted() -> None:
+        nonlocal interrupted
+        with anyio.open_signal_receiver(signal.SIGINT) as signals:
+            async with anyio.create_task_group() as tasks:
+
+                async def watch() -> None:
+                    nonlocal interrupted
+                    async for _signal in signals:
+                        interrupted = True
+                        tasks.cancel_scope.cancel()
+
+                tasks.start_soon(watch)
+                outcome.append(await function())
+                tasks.cancel_scope.cancel()
+
+    anyio.run(until_interrupted)
+    if interrupted:
+        raise KeyboardInterrupt
+    return outcome[0]
+
+
+def _alone(error: BaseException) -> BaseException:
+    """The one error inside task groups' wrappers: what a user needs to hear about."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 def _missing_connection_string(arguments: argparse.Namespace) -> bool:
@@ -213,6 +312,8 @@ def _missing_connection_string(arguments: argparse.Namespace) -> bool:
 
 
 def _expose(arguments: argparse.Namespace, out: TextIO) -> int:
+    import anyio
+
     from .forward import expose, parse_target
 
     if _missing_connection_string(arguments):
@@ -222,23 +323,34 @@ def _expose(arguments: argparse.Namespace, out: TextIO) -> int:
     except ValueError as error:
         print(f"hyco expose: {error}", file=sys.stderr)
         return 2
-    print(f"exposing {', '.join(t.name for t in targets)}; Ctrl-C to stop", file=out, flush=True)
-    anyio.run(expose, arguments.connection_string, targets)
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(expose, arguments.connection_string, targets)
+            names = ", ".join(t.name for t in targets)
+            print(f"online, exposing {names}; Ctrl-C to stop", file=out, flush=True)
+
+    _run_interruptibly(run)
     return 0
 
 
 def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
+    import anyio
+
+    from ._cli_errors import bind_failure
     from .forward import forward, forward_stdio
 
     if _missing_connection_string(arguments):
         return 2
     if arguments.stdio:
-        anyio.run(forward_stdio, arguments.connection_string, arguments.target)
+        _run_interruptibly(lambda: forward_stdio(arguments.connection_string, arguments.target))
         return 0
-    host, _, port = arguments.bind.rpartition(":")
-    if not port.isdigit():
-        print("hyco forward: --bind is [HOST:]PORT", file=sys.stderr)
+    host, _, port_text = arguments.bind.rpartition(":")
+    host = host or "127.0.0.1"
+    if not port_text.isdigit() or int(port_text) > 65535:
+        print("hyco forward: --bind is [HOST:]PORT, the port from 0 to 65535", file=sys.stderr)
         return 2
+    port = int(port_text)
 
     async def run() -> None:
         async with anyio.create_task_group() as tasks:
@@ -246,18 +358,26 @@ def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
                 lambda task_status: forward(
                     arguments.connection_string,
                     arguments.target,
-                    host=host or "127.0.0.1",
-                    port=int(port),
+                    host=host,
+                    port=port,
                     task_status=task_status,
                 )
             )
             print(
-                f"forwarding {host or '127.0.0.1'}:{bound} to {arguments.target!r}; Ctrl-C to stop",
+                f"forwarding {host}:{bound} to {arguments.target!r}; Ctrl-C to stop",
                 file=out,
                 flush=True,
             )
 
-    anyio.run(run)
+    try:
+        _run_interruptibly(run)
+    except BaseException as raised:
+        error = _alone(raised)
+        if not isinstance(error, OSError) or isinstance(error, HycoError):
+            raise
+        # Binding the local port: the one OSError that is not already a hyco error.
+        print(f"hyco forward: {bind_failure(host, port, error, '--bind')}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -273,15 +393,19 @@ def _headers(values: list[str], command: str) -> list[tuple[str, str]] | None:
 
 
 def _listen(arguments: argparse.Namespace, out: TextIO) -> int:
+
     from .commands import run_listen
 
     if _missing_connection_string(arguments):
         return 2
-    anyio.run(lambda: run_listen(arguments.connection_string, echo=arguments.echo, out=out))
+    _run_interruptibly(
+        lambda: run_listen(arguments.connection_string, echo=arguments.echo, out=out)
+    )
     return 0
 
 
 def _connect(arguments: argparse.Namespace, out: TextIO) -> int:
+
     from .commands import run_connect
 
     if _missing_connection_string(arguments):
@@ -289,7 +413,7 @@ def _connect(arguments: argparse.Namespace, out: TextIO) -> int:
     headers = _headers(arguments.header, "connect")
     if headers is None:
         return 2
-    return anyio.run(
+    return _run_interruptibly(
         lambda: run_connect(
             arguments.connection_string,
             suffix=arguments.suffix,
@@ -312,12 +436,15 @@ def _http(arguments: argparse.Namespace, out: TextIO) -> int:
     if headers is None:
         return 2
     data: bytes | None = None
-    if arguments.data is not None:
-        data = (
-            Path(arguments.data[1:]).read_bytes()
-            if arguments.data.startswith("@")
-            else arguments.data.encode()
-        )
+    if arguments.data is not None and arguments.data.startswith("@"):
+        try:
+            data = Path(arguments.data[1:]).read_bytes()
+        except OSError as error:
+            reason = error.strerror or str(error)
+            print(f"hyco http: cannot read {arguments.data[1:]!r} ({reason})", file=sys.stderr)
+            return 2
+    elif arguments.data is not None:
+        data = arguments.data.encode()
     return run_http(
         arguments.connection_string,
         method=arguments.method.upper(),
@@ -330,19 +457,31 @@ def _http(arguments: argparse.Namespace, out: TextIO) -> int:
 
 
 def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
-    from .asgi import run, serve_workers
+    from .asgi import AppImportError, load_app, run, serve_workers
 
     if _missing_connection_string(arguments):
         return 2
     if arguments.workers is not None and arguments.workers < 1:
         print("hyco serve: --workers is at least 1", file=sys.stderr)
         return 2
+    # As uvicorn and hypercorn do: the app's module is found in --app-dir, the current
+    # directory by default (a console script's sys.path does not include it). Worker processes
+    # inherit the search path.
+    sys.path.insert(0, os.path.abspath(arguments.app_dir))
+    try:
+        if arguments.wsgi:
+            from . import wsgi
+
+            wsgi_app = wsgi.load_app(arguments.app)
+        else:
+            asgi_app = load_app(arguments.app)
+    except AppImportError as error:
+        print(f"hyco serve: {error}", file=sys.stderr)
+        return 2
     print(f"serving {arguments.app} through the relay; Ctrl-C to stop", file=out, flush=True)
     if arguments.wsgi:
-        from . import wsgi
-
         wsgi.serve(
-            wsgi.load_app(arguments.app),
+            wsgi_app,
             arguments.connection_string,
             transport=arguments.transport,
             workers=arguments.workers or 16,
@@ -353,19 +492,22 @@ def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
     if arguments.workers and arguments.workers > 1:
         serve_workers(arguments.app, arguments.connection_string, arguments.workers, **options)
     else:
-        run(arguments.app, arguments.connection_string, **options)
+        run(asgi_app, arguments.connection_string, **options)
     return 0
 
 
 def _token(arguments: argparse.Namespace, out: TextIO) -> int:
     if _missing_connection_string(arguments):
         return 2
+    if arguments.ttl <= 0:
+        print("hyco token: --ttl is a number of seconds above 0", file=sys.stderr)
+        return 2
     parsed = parse_connection_string(arguments.connection_string)
-    entity = arguments.entity or parsed.entity_path
-    if not (parsed.shared_access_key_name and parsed.shared_access_key and entity):
+    entity = "" if arguments.namespace_root else arguments.entity or parsed.entity_path
+    if not (parsed.shared_access_key_name and parsed.shared_access_key) or entity is None:
         print(
             "hyco token: the connection string needs SharedAccessKeyName, SharedAccessKey and "
-            "an EntityPath (or --entity)",
+            "an EntityPath (or --entity, or --namespace-root)",
             file=sys.stderr,
         )
         return 2

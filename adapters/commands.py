@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import TextIO
+from urllib.parse import urlsplit
 
 import anyio
+import anyio.from_thread
 import httpx
+from anyio.streams.memory import MemoryObjectReceiveStream
 
+from hyco_core import HycoError
 from hyco_transports.anyio import (
     AcceptContext,
     HttpRequest,
@@ -24,11 +30,13 @@ from hyco_transports.anyio import (
     WebSocket,
     connect,
 )
+from hyco_transports.errors import connect_failure
 from hyco_transports.httpx import RelayAuth
 
 __all__ = ["run_connect", "run_http", "run_listen"]
 
 _PROGRESS_FROM = 1024 * 1024
+_HTTP_TIMEOUT = 120.0
 
 
 def _describe(message: str | bytes) -> str:
@@ -36,7 +44,11 @@ def _describe(message: str | bytes) -> str:
 
 
 async def run_listen(connection_string: str, *, echo: bool, out: TextIO) -> None:
-    """Stay online until interrupted, echoing or printing every message and HTTP request."""
+    """Stay online until interrupted, echoing or printing every message and HTTP request.
+
+    Raises the relay's reason when the listener ends for good (the hybrid connection was
+    deleted).
+    """
 
     async def on_connection(websocket: WebSocket) -> None:
         print(f"+ connection (subprotocol {websocket.subprotocol})", file=out, flush=True)
@@ -67,8 +79,8 @@ async def run_listen(connection_string: str, *, echo: bool, out: TextIO) -> None
         connection_handler=on_connection,
         request_handler=on_request,
         on_status=on_status,
-    ):
-        await anyio.sleep_forever()
+    ) as listener:
+        await listener.wait_closed()
 
 
 async def run_connect(
@@ -81,14 +93,16 @@ async def run_connect(
     out: TextIO,
 ) -> int:
     """Send each stdin line as a text message; print what comes back. EOF closes (1000)."""
-    stdin = anyio.wrap_file(sys.stdin)
-    async with connect(
-        connection_string,
-        suffix=suffix,
-        query=query,
-        headers=headers,
-        subprotocols=subprotocols,
-    ) as websocket:
+    async with (
+        _stdin_lines() as stdin,
+        connect(
+            connection_string,
+            suffix=suffix,
+            query=query,
+            headers=headers,
+            subprotocols=subprotocols,
+        ) as websocket,
+    ):
         print(f"connected (subprotocol {websocket.subprotocol})", file=sys.stderr, flush=True)
         closing = False
         async with anyio.create_task_group() as tasks:
@@ -106,8 +120,31 @@ async def run_connect(
             closing = True
             await websocket.close()
     code = websocket.close_code or 1000
-    print(f"closed ({code} {websocket.close_reason or ''})".rstrip(), file=sys.stderr)
+    reason = f" {websocket.close_reason}" if websocket.close_reason else ""
+    print(f"closed ({code}{reason})", file=sys.stderr)
     return 0 if code in (1000, 1001) else 1
+
+
+@asynccontextmanager
+async def _stdin_lines() -> AsyncIterator[MemoryObjectReceiveStream[str]]:
+    """The lines of stdin, read by a daemon thread of our own. A read blocked in one of anyio's
+    worker threads would hold up Ctrl-C until the next Enter, as they are waited for."""
+    send, receive = anyio.create_memory_object_stream[str](16)
+    async with anyio.from_thread.BlockingPortal() as portal:
+
+        def read() -> None:
+            try:
+                for line in sys.stdin:
+                    portal.call(send.send, line)
+                portal.call(send.aclose)
+            except RuntimeError:
+                pass  # the portal is closed: nobody reads any more
+
+        threading.Thread(target=read, name="hyco-stdin", daemon=True).start()
+        try:
+            yield receive
+        finally:
+            await portal.stop(cancel_remaining=True)
 
 
 def run_http(
@@ -123,18 +160,50 @@ def run_http(
     """Send one request through the relay; 0 when the status is below 400, else 1."""
     auth = RelayAuth.from_connection_string(connection_string)
     target, _, query = path.partition("?")
+    url = auth.url(target, query)
+    try:
+        return _send(url, method, auth, data, headers, include, out)
+    except httpx.TransportError as error:
+        raise _transport_failure(error, url) from None
+
+
+def _transport_failure(error: httpx.TransportError, url: str) -> HycoError:
+    """The hyco error for a request that never got an answer: the same words as a listener's."""
+    parts = urlsplit(url)
+    secure = parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(error, httpx.TimeoutException):
+        cause = TimeoutError()
+    return connect_failure(
+        cause or error, parts.hostname or "", port, secure=secure, timeout=_HTTP_TIMEOUT
+    )
+
+
+def _send(
+    url: str,
+    method: str,
+    auth: RelayAuth,
+    data: bytes | None,
+    headers: list[tuple[str, str]],
+    include: bool,
+    out: TextIO,
+) -> int:
     content = _with_progress(data) if data is not None and len(data) >= _PROGRESS_FROM else data
     with (
-        httpx.Client(auth=auth, timeout=120) as client,
-        client.stream(
-            method, auth.url(target, query), content=content, headers=headers
-        ) as response,
+        httpx.Client(auth=auth, timeout=_HTTP_TIMEOUT) as client,
+        client.stream(method, url, content=content, headers=headers) as response,
     ):
         if include:
             print(f"HTTP/1.1 {response.status_code} {response.reason_phrase}", file=out)
             for name, value in response.headers.items():
                 print(f"{name}: {value}", file=out)
             print(file=out)
+        # The body may go to the binary buffer under the text stream: what the text stream
+        # still holds must reach it first, or a pipe sees the body before the status line.
+        out.flush()
         received, began = 0, time.perf_counter()
         sink = getattr(out, "buffer", None)
         for piece in response.iter_bytes():

@@ -110,8 +110,13 @@ async def expose(
     targets: Mapping[str, Target] | list[Target],
     *,
     connect_timeout: float = 10.0,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the targets through the hybrid connection until cancelled."""
+    """Serve the targets through the hybrid connection until cancelled.
+
+    ``task_status.started()`` is called once the listener is online. Raises the relay's reason
+    when the listener ends for good (the hybrid connection was deleted).
+    """
     allowed = targets if isinstance(targets, Mapping) else {t.name: t for t in targets}
     pending: dict[str, anyio.abc.SocketStream] = {}
 
@@ -141,10 +146,11 @@ async def expose(
 
     async with Listener.from_connection_string(
         connection_string, accept_handler=decide, connection_handler=serve
-    ):
+    ) as listener:
         names = ", ".join(f"{t.name} -> {t.host}:{t.port}" for t in allowed.values())
-        logger.warning("exposing %s", names)
-        await anyio.sleep_forever()
+        logger.info("exposing %s", names)
+        task_status.started()
+        await listener.wait_closed()
 
 
 async def forward(

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import ssl
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
 import anyio
 
+from hyco_core import HycoError
 from hyco_relay.config import ConfigWatcher, RelayConfig, Right, default_config
 from hyco_relay.server import Relay, serve_relay
 from hyco_relay.tls import (
@@ -20,6 +23,8 @@ from hyco_relay.tls import (
     server_ssl_context,
     trust_instructions,
 )
+
+from ._cli_errors import bind_failure
 
 __all__ = ["describe_relay", "run_relay"]
 
@@ -31,11 +36,38 @@ _SHOWN_ENTITIES = 10
 
 def run_relay(arguments: argparse.Namespace, out: TextIO) -> int:
     watcher = ConfigWatcher(arguments.config) if arguments.config else None
-    config = watcher.config if watcher else default_config()
+    config = watcher.config if watcher else _development_config(arguments.shared_access_key)
     config = _with_overrides(config, arguments)
     context, notes = _tls(arguments, config)
-    anyio.run(_serve, config, context, notes, watcher, arguments, out)
+    try:
+        anyio.run(_serve, config, context, notes, watcher, arguments, out)
+    except HycoError:
+        raise
+    except OSError as error:  # binding the listening socket
+        failure = bind_failure(config.host, config.port, error, "--port")
+        print(f"hyco relay: {failure}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _development_config(key: str | None) -> RelayConfig:
+    """The configuration without a file, with ``key`` or else the key kept under the relay's
+    home directory (made on first use), so that listeners outlive a restart of the relay."""
+    if key is not None:
+        return default_config(key=key)
+    kept = default_certificate_directory().parent / "relay-key"
+    try:
+        return default_config(key=kept.read_text("ascii").strip())
+    except FileNotFoundError:
+        pass
+    config = default_config()
+    (rule,) = config.namespaces[0].rules
+    kept.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Created readable by its owner only, as the key signs every token of this relay.
+    descriptor = os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii") as file:
+        file.write(rule.primary_key + "\n")
+    return config
 
 
 def _with_overrides(config: RelayConfig, arguments: argparse.Namespace) -> RelayConfig:
@@ -91,14 +123,17 @@ async def _serve(
 
 async def _reload(relay: Relay, watcher: ConfigWatcher, arguments: argparse.Namespace) -> None:
     """Apply configuration changes without a restart; a broken file keeps the last good one."""
+    reported = watcher.last_error
     while True:
         await anyio.sleep(_RELOAD_INTERVAL)
         changed = watcher.poll()
         if changed is not None:
             await relay.reconfigure(_with_overrides(changed, arguments))
-            logger.warning("configuration reloaded")
-        elif watcher.last_error is not None:
+            logger.info("configuration reloaded")
+        elif watcher.last_error is not reported:
+            # A new error object means a new change that failed: told once, not every poll.
             logger.error("configuration not reloaded: %s", watcher.last_error)
+        reported = watcher.last_error
 
 
 def describe_relay(relay: Relay) -> str:

@@ -62,9 +62,11 @@ from hyco_core import (
 from hyco_transports.auth import RelayEndpoint
 from hyco_transports.sync import AcceptContext, HttpRequest, HttpResponse
 
+from ._app_import import AppImportError, import_app
 from ._headers import relayed_response_headers
 
 __all__ = [
+    "AppImportError",
     "Environ",
     "ExcInfo",
     "Server",
@@ -363,8 +365,12 @@ class _ResponseBody:
             raise StopIteration
         return piece
 
-    def __del__(self) -> None:
+    def close(self) -> None:
+        """The transport is done with the body: close the app's iterable with it."""
         self._exchange.close()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 # -- the server --------------------------------------------------------------------------------
@@ -448,8 +454,16 @@ class Server:
         if self.transport == "gevent":
             import gevent
 
-            while not self._stop.is_set():
-                gevent.sleep(_STOP_POLL)
+            # A KeyboardInterrupt raised inside gevent's hub is printed by the hub on its way
+            # out; a signal watcher of gevent's own makes Ctrl-C a quiet, orderly stop instead.
+            on_main_thread = threading.current_thread() is threading.main_thread()
+            watcher = gevent.signal_handler(signal.SIGINT, self.stop) if on_main_thread else None
+            try:
+                while not self._stop.is_set():
+                    gevent.sleep(_STOP_POLL)
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
         else:
             self._stop.wait()
 
@@ -573,16 +587,8 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def load_app(import_string: str) -> WSGIApp:
-    """Import ``"package.module:attribute"`` (the attribute may be dotted) and return the app."""
-    module_name, _, attribute = import_string.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"{import_string!r} is not of the form 'module:attribute'")
-    target: object = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise ImportError(f"module {module_name!r} has no attribute {attribute!r}") from None
-    if not callable(target):
-        raise TypeError(f"{import_string!r} is not callable, so not a WSGI application")
-    return cast(WSGIApp, target)
+    """Import ``"package.module:attribute"`` (the attribute may be dotted) and return the app.
+
+    Raises :class:`AppImportError` when the string names no callable that can be imported.
+    """
+    return cast(WSGIApp, import_app(import_string, "WSGI"))

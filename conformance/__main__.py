@@ -14,9 +14,18 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .drivers import BUILTIN_DRIVERS, driver_for
-from .runner import Result, run_suite, select
-from .scenarios import SCENARIOS
+from hyco_transports.extras import missing_dependency
+
+try:
+    from .drivers import BUILTIN_DRIVERS, driver_for
+    from .runner import Result, run_suite, select
+    from .scenarios import SCENARIOS
+except ModuleNotFoundError as missing:
+    # The reference clients and the relay are optional dependencies of the distribution.
+    advice = missing_dependency(missing)
+    if advice is None:
+        raise
+    sys.exit(f"python -m hyco_conformance: {advice}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -419,6 +419,7 @@ class Listener:
         self._rendezvous: set[Pump[HttpRendezvous]] = set()
         self._first_outcome = backend.signal()
         self._closing = backend.signal()
+        self._ended = backend.signal()
         self._leaving = False
         self._inline_requests = 0
 
@@ -487,6 +488,16 @@ class Listener:
             raise error
         return websocket
 
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until the listener is offline for good: after :meth:`close`, or when the relay
+        ends it (its hybrid connection was deleted), then raise the relay's reason. ``False``
+        when ``timeout`` passed first."""
+        if not self._ended.wait(timeout):
+            return False
+        if not self._closing.is_set() and self.last_error is not None:
+            raise self.last_error
+        return True
+
     def close(self) -> None:
         """Go offline: no new connections; in-flight responses and connections continue.
 
@@ -544,6 +555,7 @@ class Listener:
             self._first_outcome.set()
             self._accepted.close()
             self._notify()
+            self._ended.set()
 
     def _stay_online(self) -> None:
         logger = self._backend.logger
@@ -883,9 +895,17 @@ class Listener:
                     final = start + _RESPONSE_PIECE >= len(body)
                     rendezvous.call(_body_piece(body[start : start + _RESPONSE_PIECE], final))
             else:
-                for piece in body:
-                    if piece:
-                        rendezvous.call(_body_piece(piece, False))
+                pieces = iter(body)
+                try:
+                    for piece in pieces:
+                        if piece:
+                            rendezvous.call(_body_piece(piece, False))
+                finally:
+                    # Closed here, not left to the garbage collector: a producer learns at
+                    # once that nobody reads it any more.
+                    close = getattr(pieces, "close", None)
+                    if close is not None:
+                        close()
                 rendezvous.call(_body_piece(b"", True))
         except LocalProtocolError as error:
             self._backend.logger.warning("the response could not be completed: %s", error)

@@ -24,7 +24,6 @@ from typing import Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from hyco_core import (
-    CertificateError,
     ChannelClosed,
     ChannelState,
     ConnectionLostError,
@@ -32,11 +31,11 @@ from hyco_core import (
     HandshakeRefused,
     Opened,
     RejectDelivered,
-    RelayTimeoutError,
     WebSocketChannel,
 )
 
 from .auth import RelayToken, TokenProvider
+from .errors import connect_failure
 from .proxy import ProxyError, connect_request, parse_connect_response, proxy_for
 
 __all__ = [
@@ -525,12 +524,8 @@ def open_channel(
         stream = connect_stream(
             backend, host, port, secure=secure, ssl_context=ssl_context, timeout=timeout
         )
-    except TimeoutError:
-        raise RelayTimeoutError(f"could not connect to {host}:{port} in {timeout:g} s") from None
-    except ssl.SSLCertVerificationError as error:
-        raise CertificateError(f"{host}:{port}: {error.verify_message}") from None
     except OSError as error:
-        raise ConnectionLostError(f"could not connect to {host}:{port}: {error}") from None
+        raise connect_failure(error, host, port, secure=secure, timeout=timeout) from None
     pump = Pump(backend, stream, channel)
     try:
         pump.flush()

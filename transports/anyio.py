@@ -40,7 +40,6 @@ from hyco_core import (
     Accept,
     AcceptContext,
     AcceptRequested,
-    CertificateError,
     ChannelClosed,
     ChannelConfig,
     ChannelState,
@@ -62,7 +61,6 @@ from hyco_core import (
     Opened,
     RejectDelivered,
     RelayedWebSocket,
-    RelayTimeoutError,
     RemoteEndpoint,
     RendezvousRequested,
     Request,
@@ -82,6 +80,7 @@ from hyco_core import (
 from hyco_core.timing import Backoff
 
 from .auth import RelayEndpoint, RelayToken, TokenProvider
+from .errors import connect_failure
 from .proxy import ProxyError, connect_request, parse_connect_response, proxy_for
 from .pump import READ_SIZE, STREAM_ERRORS, ChannelSocket, Clock, LazyEvent, MessageQueue
 
@@ -124,12 +123,8 @@ async def _open(
     try:
         with anyio.fail_after(timeout):
             stream = await _connect_stream(host, port, secure=secure, ssl_context=ssl_context)
-    except TimeoutError:
-        raise RelayTimeoutError(f"could not connect to {host}:{port} in {timeout:g} s") from None
-    except ssl.SSLCertVerificationError as error:
-        raise CertificateError(f"{host}:{port}: {error.verify_message}") from None
-    except OSError as error:
-        raise ConnectionLostError(f"could not connect to {host}:{port}: {error}") from None
+    except (OSError, anyio.EndOfStream, anyio.BrokenResourceError) as error:
+        raise connect_failure(error, host, port, secure=secure, timeout=timeout) from None
     socket = ChannelSocket(stream, channel)
     try:
         await socket.flush()
@@ -525,6 +520,7 @@ class Listener:
         self._clock = Clock()  # keeps the time of the accepted WebSockets
         self._first_outcome = anyio.Event()
         self._closing = anyio.Event()
+        self._ended = anyio.Event()
         self._inline_in_flight = 0
         self._inline_done = anyio.Event()
 
@@ -585,6 +581,13 @@ class Listener:
     def __aiter__(self) -> AsyncIterator[WebSocket]:
         return self._connections.__aiter__()
 
+    async def wait_closed(self) -> None:
+        """Wait until the listener is offline for good: after :meth:`close`, or when the relay
+        ends it (its hybrid connection was deleted); then raise the relay's reason."""
+        await self._ended.wait()
+        if not self._closing.is_set() and self.last_error is not None:
+            raise self.last_error
+
     async def accept(self) -> WebSocket:
         """The next accepted connection (when no connection handler is set)."""
         return await self._connections.receive()
@@ -619,7 +622,10 @@ class Listener:
             timekeeping.start_soon(self._clock.run)
             async with anyio.create_task_group() as work:
                 self._work = work
-                await self._stay_online()
+                try:
+                    await self._stay_online()
+                finally:
+                    self._ended.set()
                 # Wait for in-flight work, but stop reconnecting.
             timekeeping.cancel_scope.cancel()
 
@@ -999,10 +1005,18 @@ async def _send_response(
                 channel.send_body(piece, final=start + _RESPONSE_PIECE >= len(body))
                 await socket.flush()
             return
-        async for piece in body:
-            if piece:
-                channel.send_body(piece, final=False)
-                await socket.flush()
+        pieces = aiter(body)
+        try:
+            async for piece in pieces:
+                if piece:
+                    channel.send_body(piece, final=False)
+                    await socket.flush()
+        finally:
+            # Closed here, not left to the garbage collector: a producer blocked on a full
+            # body learns at once that nobody reads it any more.
+            close = getattr(pieces, "aclose", None)
+            if close is not None:
+                await close()
         channel.send_body(b"", final=True)
         await socket.flush()
     except LocalProtocolError:

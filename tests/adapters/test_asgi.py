@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from hyco_adapters import asgi
 from hyco_adapters.asgi import (
+    AppImportError,
     ASGIApp,
     ClientDisconnected,
     Message,
@@ -658,14 +659,17 @@ async def test_serve_raises_when_the_hybrid_connection_is_deleted(relay: Relay) 
 def test_load_app_imports_module_attributes() -> None:
     assert load_app(FASTAPI_APP) is fastapi_app.app
     assert load_app("tests.adapters.apps.fastapi_app:app.router") is fastapi_app.app.router
-    with pytest.raises(ValueError, match="module:attribute"):
+    with pytest.raises(AppImportError, match="module:attribute"):
         load_app("tests.adapters.apps.fastapi_app")
-    with pytest.raises(ImportError, match="has no attribute 'nope'"):
+    with pytest.raises(AppImportError, match="has no attribute 'nope'"):
         load_app("tests.adapters.apps.fastapi_app:nope")
-    with pytest.raises(TypeError, match="not callable"):
+    with pytest.raises(AppImportError, match="not callable"):
         load_app("tests.adapters.apps.fastapi_app:LIFESPAN_LOG")
-    with pytest.raises(ModuleNotFoundError):
+    with pytest.raises(AppImportError, match=r"no module named 'tests\.adapters\.apps\.missing'"):
         load_app("tests.adapters.apps.missing:app")
+    with pytest.raises(ModuleNotFoundError, match="not_installed") as inner:
+        load_app("tests.adapters.apps.broken_imports:app")
+    assert not isinstance(inner.value, AppImportError)  # the app's own failure, as it is
 
 
 def test_run_raises_a_listener_that_cannot_connect() -> None:

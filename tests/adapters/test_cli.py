@@ -2,44 +2,31 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from hyco_core import parse_connection_string, parse_sas_token, verify_sas_token
-
-HYCO = [sys.executable, "-m", "hyco_adapters.cli"]
-
-
-def run(*arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own command
-        [*HYCO, *arguments],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
+from hyco_transports.httpx import RelayAuth
+from tests.cli import hyco_relay, run_hyco, start_hyco, stop
 
 
-def test_help_lists_the_subcommands() -> None:
-    result = run()
+def test_help_lists_the_subcommands(tmp_path: Path) -> None:
+    result = run_hyco(cwd=tmp_path)
     assert result.returncode == 0
     commands = ("demo", "relay", "token", "listen", "connect", "http", "serve", "expose", "forward")
     for command in commands:
         assert command in result.stdout
-        help_text = run(command, "--help")
+        help_text = run_hyco(command, "--help", cwd=tmp_path)
         assert help_text.returncode == 0, command
         assert help_text.stdout.startswith(f"usage: hyco {command}")
 
 
-def test_demo_relays_websocket_and_http_and_reports_figures() -> None:
-    result = run("demo", "--messages", "50", "--megabytes", "8")
+def test_demo_relays_websocket_and_http_and_reports_figures(tmp_path: Path) -> None:
+    result = run_hyco("demo", "--messages", "50", "--megabytes", "8", cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
     report = result.stdout
     assert re.search(r"50 round trips, latency p50 [\d.]+ ms, p99 [\d.]+ ms", report)
@@ -56,8 +43,8 @@ CS = (
 )
 
 
-def test_token_from_flag_or_environment_verifies() -> None:
-    result = run("token", "--connection-string", CS, "--ttl", "600")
+def test_token_from_flag_or_environment_verifies(tmp_path: Path) -> None:
+    result = run_hyco("token", "--connection-string", CS, "--ttl", "600", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()
     verdict = verify_sas_token(
@@ -68,7 +55,7 @@ def test_token_from_flag_or_environment_verifies() -> None:
     )
     assert verdict.valid, verdict.detail
     assert 590 <= parse_sas_token(token).expiry - time.time() <= 610
-    from_env = run("token", env={**os.environ, "HYCO_CONNECTION_STRING": CS})
+    from_env = run_hyco("token", cwd=tmp_path, env={"HYCO_CONNECTION_STRING": CS})
     assert from_env.returncode == 0
     assert from_env.stdout.startswith("SharedAccessSignature sr=")
 
@@ -83,35 +70,22 @@ def test_token_from_flag_or_environment_verifies() -> None:
     ],
 )
 def test_bad_input_exits_with_a_meaningful_code(
-    arguments: tuple[str, ...], code: int, message: str
+    arguments: tuple[str, ...], code: int, message: str, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "HYCO_CONNECTION_STRING"}
-    result = run(*arguments, env=env)
+    result = run_hyco(*arguments, cwd=tmp_path)
     assert result.returncode == code
     assert message in result.stderr
     assert "abc" not in result.stderr
 
 
-def test_relay_starts_fast_and_prints_working_connection_strings() -> None:
-    process = subprocess.Popen(  # noqa: S603 - our own command
-        [*HYCO, "relay", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        lines = [process.stdout.readline() for _ in range(4)]
-        assert lines[0].startswith("hyco relay listening on 127.0.0.1:")
-        listener = lines[3].split("listener: ", 1)[1].strip()
-        parsed = parse_connection_string(listener)
+def test_relay_starts_fast_and_prints_working_connection_strings(tmp_path: Path) -> None:
+    with hyco_relay(cwd=tmp_path) as relay:
+        parsed = parse_connection_string(relay.listener)
         assert parsed.use_development_emulator
         assert parsed.entity_path == "hyco"
-        assert parsed.namespace == lines[0].split()[4]
-    finally:
-        process.send_signal(2)
-        out, _ = process.communicate(timeout=20)
-    assert process.returncode == 0
+        assert parsed.namespace == relay.address
+    out, _ = stop(relay.process)
+    assert relay.process.returncode == 0
     assert "close 1001" in out
 
 
@@ -140,12 +114,7 @@ def test_relay_reloads_its_configuration_without_a_restart(tmp_path: Path) -> No
 
     config = tmp_path / "relay.toml"
     config.write_text(RELOADABLE.format(key="b2xkLWtleQ=="))
-    process = subprocess.Popen(  # noqa: S603 - our own command
-        [*HYCO, "relay", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_hyco("relay", "--config", str(config), cwd=tmp_path)
     try:
         assert process.stdout is not None
         address = process.stdout.readline().split()[4]
@@ -169,43 +138,110 @@ def test_relay_reloads_its_configuration_without_a_restart(tmp_path: Path) -> No
             assert refused.value.response.status_code == 401
             existing.ping().wait(5)  # the connection opened with the old key is untouched
     finally:
-        process.send_signal(2)
-        process.communicate(timeout=20)
+        stop(process)
     assert process.returncode == 0
 
 
-def test_serve_runs_an_asgi_app_behind_the_relay() -> None:
-    import httpx
+ASGI_APP = """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": scope["path"].encode()})
+"""
 
-    from hyco_transports.httpx import RelayAuth
 
-    relay = subprocess.Popen(  # noqa: S603 - our own command
-        [*HYCO, "relay", "--port", "0"], stdout=subprocess.PIPE, text=True
+def get_when_online(cs: str, path: str) -> httpx.Response:
+    auth = RelayAuth.from_connection_string(cs)
+    deadline = time.monotonic() + 30
+    while True:
+        response = httpx.get(auth.url(path), auth=auth, timeout=10)
+        if response.status_code != 502 or time.monotonic() > deadline:
+            return response
+        time.sleep(0.2)  # the app's listener is still coming online
+
+
+@pytest.mark.parametrize("from_elsewhere", [False, True], ids=["next-to-main", "app-dir"])
+def test_serve_runs_the_asgi_app_of_the_current_directory_or_app_dir(
+    tmp_path: Path, from_elsewhere: bool
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "main.py").write_text(ASGI_APP, "utf-8")
+    where, extra = (tmp_path, ["--app-dir", "project"]) if from_elsewhere else (project, [])
+    with hyco_relay(cwd=tmp_path) as relay:
+        serving = start_hyco("serve", "main:app", *extra, "-c", relay.listener, cwd=where)
+        try:
+            response = get_when_online(relay.listener, "/items/7")
+        finally:
+            out, err = stop(serving, timeout=30)
+    assert response.status_code == 200, err
+    assert response.text == "/hyco/items/7"
+    assert out.startswith("serving main:app through the relay")
+    assert serving.returncode == 0, err
+
+
+def test_python_m_hyco_and_verbosity_after_the_subcommand(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.cli import user_env
+
+    module = subprocess.run(
+        [sys.executable, "-m", "hyco", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=user_env(),
+        timeout=60,
+        check=False,
     )
-    serving = None
-    try:
-        assert relay.stdout is not None
-        lines = [relay.stdout.readline() for _ in range(4)]
-        cs = lines[3].split("listener: ", 1)[1].strip()
-        serving = subprocess.Popen(  # noqa: S603 - our own command
-            [*HYCO, "serve", "tests.adapters.apps.fastapi_app:app", "--connection-string", cs],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+    assert module.stdout.strip().startswith("hyco ")
+    for arguments in (("token", "-vv"), ("-v", "token"), ("token", "-q")):
+        result = run_hyco(*arguments, "-c", CS, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("SharedAccessSignature ")
+
+
+def test_token_for_the_namespace_root_verifies_for_every_entity(tmp_path: Path) -> None:
+    result = run_hyco("token", "-c", CS, "--namespace-root", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert parse_sas_token(token).resource == "http://contoso.servicebus.windows.net/"
+    for entity in ("hc1", "another"):
+        verdict = verify_sas_token(
+            token,
+            keys={"send": ["a2V5LWZvci10ZXN0cw=="]},
+            target=f"sb://contoso.servicebus.windows.net/{entity}",
+            now=time.time(),
         )
-        auth = RelayAuth.from_connection_string(cs)
-        deadline = time.monotonic() + 30
-        while True:
-            response = httpx.get(auth.url("/items/7", "q=x"), auth=auth, timeout=10)
-            if response.status_code != 502 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)  # the app's listener is still coming online
-        assert response.status_code == 200, response.text
-        assert response.json()["item_id"] == 7
+        assert verdict.valid, verdict.detail
+
+
+def test_a_broken_configuration_edit_is_reported_once(tmp_path: Path) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text(RELOADABLE.format(key="b2xkLWtleQ=="))
+    process = start_hyco("relay", "--config", str(config), cwd=tmp_path)
+    try:
+        assert process.stdout is not None
+        process.stdout.readline()
+        config.write_text("[relay\n")
+        time.sleep(3.5)  # three polls of the file after the edit
     finally:
-        if serving is not None:
-            serving.send_signal(2)
-            serving.communicate(timeout=30)
-        relay.send_signal(2)
-        relay.communicate(timeout=20)
-    assert serving.returncode == 0
+        _out, err = stop(process)
+    assert err.count("configuration not reloaded") == 1, err
+
+
+def test_the_development_relay_keeps_its_key_across_restarts(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with hyco_relay(cwd=tmp_path, home=home) as first:
+        pass
+    with hyco_relay(cwd=tmp_path, home=home) as second:
+        pass
+    key = parse_connection_string(first.listener).shared_access_key
+    assert parse_connection_string(second.listener).shared_access_key == key
+    kept = home / ".hyco" / "relay-key"
+    assert kept.read_text().strip() == key
+    assert kept.stat().st_mode & 0o077 == 0  # the key's file is its owner's only
+    with hyco_relay("--shared-access-key", "Z2l2ZW4ta2V5", cwd=tmp_path, home=home) as given:
+        assert parse_connection_string(given.listener).shared_access_key == "Z2l2ZW4ta2V5"

@@ -3,76 +3,52 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import pty
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-HYCO = [sys.executable, "-m", "hyco_adapters.cli"]
+from tests.cli import hyco_relay, lines_of, run_hyco, start_hyco, stop
 
 
 @pytest.fixture
-def relay_and_listener() -> Iterator[tuple[dict[str, str], subprocess.Popen[str]]]:
-    relay = subprocess.Popen(  # noqa: S603 - our own command
-        [*HYCO, "relay", "--port", "0"], stdout=subprocess.PIPE, text=True
-    )
-    assert relay.stdout is not None
-    lines = [relay.stdout.readline() for _ in range(4)]
-    env = {**os.environ, "HYCO_CONNECTION_STRING": lines[3].split("listener: ", 1)[1].strip()}
-    listener = subprocess.Popen(  # noqa: S603 - our own command
-        [*HYCO, "listen"], stdout=subprocess.PIPE, text=True, env=env
-    )
-    assert listener.stdout is not None
-    assert listener.stdout.readline().strip() == "listener connecting"
-    assert listener.stdout.readline().strip() == "listener online"
-    try:
-        yield env, listener
-    finally:
-        for process in (listener, relay):
-            process.send_signal(2)
-            process.communicate(timeout=20)
-
-
-def run(
-    *arguments: str, env: dict[str, str], data: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own command
-        [*HYCO, *arguments],
-        input=data,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+def relay_and_listener(tmp_path: Path) -> Iterator[dict[str, str]]:
+    with hyco_relay(cwd=tmp_path) as relay:
+        env = {"HYCO_CONNECTION_STRING": relay.listener}
+        listener = start_hyco("listen", cwd=tmp_path, env=env)
+        try:
+            assert lines_of(listener, 2) == ["listener connecting", "listener online"]
+            yield env
+        finally:
+            stop(listener)
 
 
 def test_connect_sends_lines_and_prints_the_echoes(
-    relay_and_listener: tuple[dict[str, str], subprocess.Popen[str]],
+    relay_and_listener: dict[str, str], tmp_path: Path
 ) -> None:
-    env, _listener = relay_and_listener
-    result = run("connect", "--subprotocol", "chat", data="first line\nsecond line\n", env=env)
+    env = relay_and_listener
+    result = run_hyco(
+        "connect", "--subprotocol", "chat", data="first line\nsecond line\n", env=env, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert "connected (subprotocol chat)" in result.stderr
     assert result.stdout.splitlines() == ["first line", "second line"]
-    assert "closed (1000" in result.stderr
+    assert result.stderr.splitlines()[-1] == "closed (1000)"
 
 
 def test_http_sends_a_request_and_reports_large_transfers(
-    relay_and_listener: tuple[dict[str, str], subprocess.Popen[str]], tmp_path: object
+    relay_and_listener: dict[str, str], tmp_path: Path
 ) -> None:
-    env, _listener = relay_and_listener
-    small = run("http", "POST", "/api?x=1", "--data", "ping", "-i", env=env)
+    env = relay_and_listener
+    small = run_hyco("http", "POST", "/api?x=1", "--data", "ping", "-i", env=env, cwd=tmp_path)
     assert small.returncode == 0, small.stderr
     assert small.stdout.startswith("HTTP/1.1 200 OK\n")
     assert small.stdout.endswith("\nping")
-    from pathlib import Path
-
-    payload = Path(str(tmp_path)) / "payload.bin"
+    payload = tmp_path / "payload.bin"
     payload.write_bytes(b"y" * (3 * 1024 * 1024))
-    big = run("http", "PUT", "/upload", "--data", f"@{payload}", env=env)
+    big = run_hyco("http", "PUT", "/upload", "--data", f"@{payload}", env=env, cwd=tmp_path)
     assert big.returncode == 0, big.stderr
     assert len(big.stdout) == 3 * 1024 * 1024
     assert "sent 100%" in big.stderr
@@ -80,16 +56,83 @@ def test_http_sends_a_request_and_reports_large_transfers(
 
 
 def test_http_exit_code_follows_the_status_and_bad_headers_are_refused(
-    relay_and_listener: tuple[dict[str, str], subprocess.Popen[str]],
+    relay_and_listener: dict[str, str], tmp_path: Path
 ) -> None:
-    env, _listener = relay_and_listener
+    env = relay_and_listener
     missing = dict(env)
     missing["HYCO_CONNECTION_STRING"] = env["HYCO_CONNECTION_STRING"].replace(
         "EntityPath=hyco", "EntityPath=missing"
     )
     deadline = time.monotonic() + 5
-    result = run("http", "GET", "/", env=missing)
+    result = run_hyco("http", "GET", "/", env=missing, cwd=tmp_path)
     assert result.returncode == 1 or time.monotonic() > deadline
-    bad = run("http", "GET", "/", "--header", "nocolon", env=env)
+    bad = run_hyco("http", "GET", "/", "--header", "nocolon", env=env, cwd=tmp_path)
     assert bad.returncode == 2
     assert "NAME:VALUE" in bad.stderr
+
+
+TWO_ENTITIES = """
+[relay]
+port = 0
+
+[[namespace]]
+name = "localhost"
+
+  [[namespace.rule]]
+  name = "root"
+  primary_key = "cm9vdC1rZXktZm9yLXRlc3Rz"
+  rights = ["Manage"]
+{entities}"""
+
+
+def entities(*names: str) -> str:
+    return TWO_ENTITIES.format(
+        entities="".join(f'\n  [[namespace.entity]]\n  name = "{name}"\n' for name in names)
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "online"),
+    [
+        (("listen",), "listener online"),
+        (("expose", "--target", "ssh=127.0.0.1:22"), "online, exposing ssh; Ctrl-C to stop"),
+    ],
+    ids=["listen", "expose"],
+)
+def test_a_listener_whose_hybrid_connection_is_deleted_exits_with_the_reason(
+    tmp_path: Path, command: tuple[str, ...], online: str
+) -> None:
+    config = tmp_path / "relay.toml"
+    config.write_text(entities("hc1", "other"), "utf-8")
+    with hyco_relay("--config", str(config), cwd=tmp_path) as relay:
+        listening = start_hyco(*command, "-c", relay.listener, cwd=tmp_path)
+        try:
+            assert listening.stdout is not None
+            for line in listening.stdout:
+                if line.strip() == online:
+                    break
+            config.write_text(entities("other"), "utf-8")
+            out, err = listening.communicate(timeout=30)
+        finally:
+            stop(listening)
+    assert listening.returncode == 1, (out, err)
+    assert err.splitlines()[-1].startswith(f"hyco {command[0]}: the relay answered 404"), err
+    assert "Traceback" not in err
+
+
+def test_ctrl_c_stops_an_interactive_connect_at_once(
+    relay_and_listener: dict[str, str], tmp_path: Path
+) -> None:
+    terminal, typing_end = pty.openpty()  # a terminal's stdin, where nobody presses Enter
+    try:
+        connecting = start_hyco("connect", cwd=tmp_path, env=relay_and_listener, stdin=typing_end)
+        assert connecting.stderr is not None
+        assert connecting.stderr.readline().startswith("connected")
+        connecting.send_signal(2)
+        connecting.wait(timeout=5)
+        _out, err = connecting.communicate()
+    finally:
+        os.close(terminal)
+        os.close(typing_end)
+    assert connecting.returncode == 130
+    assert "Traceback" not in err

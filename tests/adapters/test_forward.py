@@ -6,9 +6,9 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 import anyio.abc
@@ -19,6 +19,8 @@ from hyco_core import EndpointNotFoundError, RelayServerError
 from hyco_relay.config import default_config
 from hyco_relay.server import Relay, serve_relay
 from hyco_transports.anyio import connect
+from tests.cli import HYCO as HYCO_SCRIPT
+from tests.cli import user_env
 
 pytestmark = pytest.mark.anyio
 
@@ -132,31 +134,36 @@ def test_target_syntax() -> None:
             parse_target(bad)
 
 
-HYCO = [sys.executable, "-m", "hyco_adapters.cli"]
+HYCO = [HYCO_SCRIPT]
 
 
-def test_an_ssh_style_session_through_the_command_line() -> None:
+def test_an_ssh_style_session_through_the_command_line(tmp_path: Path) -> None:
     """hyco relay, hyco expose and hyco forward as separate processes, as a user runs them."""
 
     async def scenario() -> None:
         async with tcp_service(line_service) as service:
-            relay = await anyio.open_process([*HYCO, "relay", "--port", "0"])
+            home = {"HOME": str(tmp_path / "home")}
+            relay = await anyio.open_process(
+                [*HYCO, "relay", "--port", "0"], cwd=tmp_path, env=user_env(home)
+            )
             try:
                 assert relay.stdout is not None
                 head = b""
                 while head.count(b"\n") < 4:
                     head += await relay.stdout.receive()
                 cs = head.decode().splitlines()[3].split("listener: ", 1)[1].strip()
-                env = {**os.environ, "HYCO_CONNECTION_STRING": cs}
+                env = user_env({"HYCO_CONNECTION_STRING": cs})
                 exposing = await anyio.open_process(
-                    [*HYCO, "expose", "--target", f"ssh=127.0.0.1:{service}"], env=env
+                    [*HYCO, "expose", "--target", f"ssh=127.0.0.1:{service}"], env=env, cwd=tmp_path
                 )
                 try:
-                    stdio = await _stdio_session(env)
+                    stdio = await _stdio_session(env, tmp_path)
                     assert stdio.startswith(b"SSH-2.0-hyco-test\r\n")
                     assert b"echo: HELLO\n" in stdio
                     forwarding = await anyio.open_process(
-                        [*HYCO, "forward", "--target", "ssh", "--bind", "127.0.0.1:0"], env=env
+                        [*HYCO, "forward", "--target", "ssh", "--bind", "127.0.0.1:0"],
+                        env=env,
+                        cwd=tmp_path,
                     )
                     try:
                         assert forwarding.stdout is not None
@@ -180,7 +187,7 @@ def test_an_ssh_style_session_through_the_command_line() -> None:
     anyio.run(scenario)
 
 
-async def _stdio_session(env: dict[str, str]) -> bytes:
+async def _stdio_session(env: dict[str, str], cwd: Path) -> bytes:
     """``hyco forward --stdio`` as ssh's ProxyCommand would run it: a line in, answers out."""
     deadline = anyio.current_time() + 20
     while True:
@@ -188,6 +195,7 @@ async def _stdio_session(env: dict[str, str]) -> bytes:
             [*HYCO, "forward", "--target", "ssh", "--stdio"],
             input=b"hello\n",
             env=env,
+            cwd=cwd,
             check=False,
         )
         if (result.returncode == 0 and result.stdout) or anyio.current_time() > deadline:
@@ -195,13 +203,14 @@ async def _stdio_session(env: dict[str, str]) -> bytes:
         await anyio.sleep(0.2)  # the exposing side may still be connecting
 
 
-def test_cli_refuses_bad_forwarding_arguments() -> None:
-    env = {**os.environ, "HYCO_CONNECTION_STRING": "Endpoint=sb://127.0.0.1:1/;EntityPath=x"}
+def test_cli_refuses_bad_forwarding_arguments(tmp_path: Path) -> None:
+    env = user_env({"HYCO_CONNECTION_STRING": "Endpoint=sb://127.0.0.1:1/;EntityPath=x"})
     bad_target = subprocess.run(  # noqa: S603 - our own command
         [*HYCO, "expose", "--target", "nonsense"],
         capture_output=True,
         text=True,
         env=env,
+        cwd=tmp_path,
         check=False,
     )
     assert bad_target.returncode == 2
@@ -211,6 +220,7 @@ def test_cli_refuses_bad_forwarding_arguments() -> None:
         capture_output=True,
         text=True,
         env=env,
+        cwd=tmp_path,
         check=False,
     )
     assert bad_bind.returncode == 2

@@ -30,6 +30,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from hyco_adapters.wsgi import (
+    AppImportError,
     Environ,
     Server,
     StartResponse,
@@ -564,11 +565,11 @@ def test_serve_raises_the_listeners_typed_error(relay: RunningRelay) -> None:
 def test_load_app_imports_the_app_or_says_why_not() -> None:
     assert load_app(FLASK_APP) is flask_app.app
     assert load_app("tests.adapters.apps.flask_app:app.wsgi_app") == flask_app.app.wsgi_app
-    with pytest.raises(ValueError, match="module:attribute"):
+    with pytest.raises(AppImportError, match="module:attribute"):
         load_app("tests.adapters.apps.flask_app")
-    with pytest.raises(ImportError, match="no attribute"):
+    with pytest.raises(AppImportError, match="no attribute"):
         load_app("tests.adapters.apps.flask_app:nothing")
-    with pytest.raises(TypeError, match="not callable"):
+    with pytest.raises(AppImportError, match="not callable"):
         load_app("tests.adapters.apps.flask_app:CHUNK")
 
 

@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_a_tiny_run_writes_every_figure_and_verdict(tmp_path: Path) -> None:
     tiny = ["--rounds", "1", "--kernel-count", "50", "--volume-mib", "1", "--connects", "3"]
-    tiny += ["--requests", "3", "--idle", "5", "--out", str(tmp_path), "--no-chart"]
+    out = tmp_path / "run.json"  # a file, not a directory named run.json
+    tiny += ["--requests", "3", "--idle", "5", "--out", str(out), "--no-chart"]
     completed = subprocess.run(  # noqa: S603 - our own interpreter and package
         [sys.executable, "-m", "bench", *tiny],
         cwd=REPO,
@@ -22,7 +23,7 @@ def test_a_tiny_run_writes_every_figure_and_verdict(tmp_path: Path) -> None:
         check=False,
     )
     assert completed.returncode == 0, completed.stderr
-    report = json.loads((tmp_path / "latest.json").read_text())
+    report = json.loads(out.read_text())
     names = {figure["name"] for figure in report["figures"]}
     for expected in (
         "kernel: SAS create/s",

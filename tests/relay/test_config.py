@@ -865,7 +865,9 @@ def test_watcher_asks_the_injected_stat(tmp_path: Path) -> None:
     def stat(name: str) -> os.stat_result:
         seen.append(name)
         mtime_ns, size = next(signatures)
-        return os.stat_result((0,) * 10, {"st_mtime_ns": mtime_ns, "st_size": size})
+        # st_size sits in the tuple part, st_mtime_ns only among the named extras.
+        fields = (0,) * 6 + (size,) + (0,) * 3
+        return os.stat_result(fields, {"st_mtime_ns": mtime_ns})
 
     watcher = ConfigWatcher(path, stat=stat)
     assert watcher.poll() is None
