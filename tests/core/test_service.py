@@ -595,7 +595,7 @@ def test_a_control_channel_closes_with_1008_when_the_newest_token_expires() -> N
     assert relay.get_timer() == min(50.0, keepalive or 50.0)
     relay.expire_token_at(20.0)  # renewed with a shorter-lived token: sooner
     relay.handle_timer(19.9)
-    assert relay.state is ChannelState.OPEN
+    assert relay.data_to_send() == b""  # not yet
     relay.handle_timer(20.0)
     assert relay.state is ChannelState.CLOSING
     closed = [e for e in deliver(relay, listener) if isinstance(e, ChannelClosed)]
