@@ -59,6 +59,7 @@ __all__ = [
     "SENDER_CONFIG",
     "ChannelConfig",
     "ChannelState",
+    "MessageAssembly",
     "RejectChannel",
     "RelayedWebSocket",
     "TextCollector",
@@ -135,6 +136,45 @@ class TextCollector:
         self._parts.clear()
         self._size = 0
         return text
+
+
+class MessageAssembly:
+    """Joins the pieces of an application's messages (text or binary), refusing one longer
+    than ``limit``.
+
+    The piece that makes a message too long raises; the rest of that message is then dropped
+    as it arrives, so that no tail of it is ever taken for a message of its own (the close that
+    follows the refusal may take a while to stop the pieces).
+    """
+
+    __slots__ = ("_dropping", "_parts", "_size", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._parts: list[str | bytes] = []
+        self._size = 0
+        self._dropping = False
+
+    def add(self, data: str | bytes, final: bool) -> str | bytes | None:
+        """Add a piece; return the whole message once ``final`` (``None`` before, and for the
+        pieces of a refused message). Raises :class:`RemoteProtocolError` (close code 1009)
+        when the message grows beyond ``limit``."""
+        if self._dropping:
+            self._dropping = not final
+            return None
+        self._size += len(data)
+        if self._size > self.limit:
+            self._parts.clear()
+            self._size = 0
+            self._dropping = not final
+            raise RemoteProtocolError(f"a message exceeds {self.limit} bytes", close_code=1009)
+        self._parts.append(data)
+        if not final:
+            return None
+        parts, self._parts, self._size = self._parts, [], 0
+        if isinstance(parts[0], str):
+            return "".join(part for part in parts if isinstance(part, str))
+        return b"".join(part for part in parts if isinstance(part, bytes))
 
 
 RENDEZVOUS_CONFIG = ChannelConfig(handshake_timeout=20.0)

@@ -42,11 +42,13 @@ from hyco_core import (
     ListenerStatus,
     ListenerStatusChanged,
     LocalProtocolError,
+    MessageAssembly,
     MessageReceived,
     Opened,
     Phase,
     RelayedWebSocket,
     RemoteEndpoint,
+    RemoteProtocolError,
     RendezvousRequested,
     Request,
     RequestBodyReceived,
@@ -208,25 +210,16 @@ class WebSocket:
 
     def _run(self, leftover: list[Event]) -> None:
         """The reader: feeds the kernel, assembles messages, queues them."""
-        parts: list[str | bytes] = []
-        size = 0
+        assembly = MessageAssembly(self._max_message_size)
 
         def on_event(event: Event) -> None:
-            nonlocal parts, size
             if isinstance(event, MessageReceived):
-                parts.append(event.data)
-                size += len(event.data)
-                if size > self._max_message_size:
+                try:
+                    whole = assembly.add(event.data, event.final)
+                except RemoteProtocolError:
                     self._pump.call(_closer(1009, "message too big"), wait=False)
-                    parts, size = [], 0
                     return
-                if event.final:
-                    whole = (
-                        "".join(p for p in parts if isinstance(p, str))
-                        if isinstance(parts[0], str)
-                        else b"".join(p for p in parts if isinstance(p, bytes))
-                    )
-                    parts, size = [], 0
+                if whole is not None:
                     self._messages.put(whole)
             elif isinstance(event, ChannelClosed):
                 self._closed = event

@@ -57,11 +57,13 @@ from hyco_core import (
     ListenerStatus,
     ListenerStatusChanged,
     LocalProtocolError,
+    MessageAssembly,
     MessageReceived,
     Opened,
     RejectDelivered,
     RelayedWebSocket,
     RemoteEndpoint,
+    RemoteProtocolError,
     RendezvousRequested,
     Request,
     RequestBodyReceived,
@@ -212,13 +214,11 @@ class WebSocket:
     """
 
     __slots__ = (
+        "_assembly",
         "_closed",
         "_done",
         "_local_close",
-        "_max_message_size",
         "_messages",
-        "_parts",
-        "_size",
         "_socket",
         "accept",
         "subprotocol",
@@ -235,10 +235,8 @@ class WebSocket:
         self._socket = socket
         self.subprotocol = opened.subprotocol
         self.accept = accept
-        self._max_message_size = max_message_size
         self._messages = MessageQueue(4)
-        self._parts: list[str | bytes] = []  # of the message being received
-        self._size = 0
+        self._assembly = MessageAssembly(max_message_size)  # of the message being received
         self._closed: ChannelClosed | None = None
         self._local_close: tuple[int, str] | None = None
         self._done = LazyEvent()
@@ -339,20 +337,12 @@ class WebSocket:
 
     async def _on_event(self, event: Event) -> None:
         if isinstance(event, MessageReceived):
-            self._parts.append(event.data)
-            self._size += len(event.data)
-            if self._size > self._max_message_size:
+            try:
+                whole = self._assembly.add(event.data, event.final)
+            except RemoteProtocolError:
                 self._channel().close(1009, "message too big", now=time.monotonic())
-                self._parts, self._size = [], 0
                 return
-            if event.final:
-                parts = self._parts
-                whole = (
-                    "".join(p for p in parts if isinstance(p, str))
-                    if isinstance(parts[0], str)
-                    else b"".join(p for p in parts if isinstance(p, bytes))
-                )
-                self._parts, self._size = [], 0
+            if whole is not None:
                 await self._messages.put(whole)  # dropped if closed here: nobody will read it
         elif isinstance(event, ChannelClosed):
             self._closed = event

@@ -10,6 +10,7 @@ from hyco_core._wire import FramePong
 from hyco_core.channel import (
     ChannelConfig,
     ChannelState,
+    MessageAssembly,
     RejectChannel,
     RelayedWebSocket,
     WebSocketChannel,
@@ -590,3 +591,25 @@ def test_frames_arriving_with_the_handshake_answer_are_not_lost() -> None:
     events = channel.events()
     assert isinstance(events[0], Opened)
     assert [e.data for e in events[1:] if isinstance(e, MessageReceived)] == ["first", b"second"]
+
+
+def test_message_assembly_joins_text_and_binary_pieces() -> None:
+    assembly = MessageAssembly(10)
+    assert assembly.add("ab", final=False) is None
+    assert assembly.add("cd", final=True) == "abcd"
+    assert assembly.add(b"\x00", final=False) is None
+    assert assembly.add(b"\x01", final=True) == b"\x00\x01"
+
+
+def test_no_tail_of_a_message_too_long_is_ever_taken_for_a_message() -> None:
+    assembly = MessageAssembly(10)
+    assert assembly.add(b"x" * 8, final=False) is None
+    with pytest.raises(RemoteProtocolError) as refused:
+        assembly.add(b"x" * 8, final=False)
+    assert refused.value.close_code == 1009
+    assert assembly.add(b"tail", final=False) is None
+    assert assembly.add(b"end", final=True) is None  # the rest of the refused message
+    assert assembly.add(b"next", final=True) == b"next"
+    with pytest.raises(RemoteProtocolError):
+        assembly.add(b"y" * 11, final=True)  # refused on its last piece: nothing to drop
+    assert assembly.add(b"after", final=True) == b"after"

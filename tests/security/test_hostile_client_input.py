@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import logging
 import queue
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -487,6 +488,19 @@ def _open_then(*frames: bytes, drop: bool = False) -> Callable[[Peer], None]:
     return script
 
 
+def _open_then_split(data: bytes, at: int) -> Callable[[Peer], None]:
+    """Send ``data`` in two writes a moment apart, so that the client reads it in two pieces."""
+
+    def script(peer: Peer) -> None:
+        peer.accept_handshake()
+        peer.send_raw(data[:at])
+        time.sleep(0.3)
+        peer.send_raw(data[at:])
+        _linger(peer)
+
+    return script
+
+
 def _open_with(*headers: tuple[str, str], key: str | None = None) -> Callable[[Peer], None]:
     def script(peer: Peer) -> None:
         peer.accept_handshake(accept_key=key, headers=headers)
@@ -571,6 +585,14 @@ SENDER_CASES = [
     SenderCase(
         "message-beyond-max-message-size",
         _open_then(frame(OP_BINARY, b"\0" * 100_000)),
+        ConnectionClosed,
+        1009,
+        options={"max_message_size": 65536},
+    ),
+    SenderCase(
+        # The tail that arrives after the refusal must not be taken for a message of its own.
+        "message-beyond-max-message-size-read-in-two-pieces",
+        _open_then_split(frame(OP_BINARY, b"\0" * 100_000), 70_000),
         ConnectionClosed,
         1009,
         options={"max_message_size": 65536},
