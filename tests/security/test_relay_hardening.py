@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import resource
 import socket
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager, contextmanager
@@ -34,6 +32,7 @@ from hyco_relay.config import parse_config
 from hyco_relay.server import Relay, serve_relay
 from hyco_transports.anyio import Listener, connect
 from hyco_transports.auth import RelayEndpoint, SasKeyTokenProvider
+from tests.cli import HYCO, user_env
 
 from .hostile_relay import OP_TEXT
 from .relay_clients import (
@@ -112,12 +111,10 @@ def relay_command(
     """``hyco relay`` as a user runs it, with a descriptor limit of 128; yields it and its port."""
     config = tmp_path / "relay.toml"
     config.write_text(relay_config().replace("[relay]\n", f"[relay]\n{settings}\n", 1))
-    environment = {key: os.environ[key] for key in ("PATH", "HOME", "LANG") if key in os.environ}
-    hyco = Path(sys.executable).with_name("hyco")
     process = subprocess.Popen(  # noqa: S603 - our own command
-        [str(hyco), "relay", "--config", str(config)],
+        [HYCO, "relay", "--config", str(config)],
         cwd=tmp_path,
-        env=environment,
+        env=user_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
