@@ -1,11 +1,18 @@
-"""How the ``hyco`` subcommands word the failures a user causes and can fix: one line each."""
+"""How the ``hyco`` subcommands end: the failures a user causes and can fix, worded in one line
+each, and the exit code after a signal."""
 
 from __future__ import annotations
 
 import errno
 import os
+import signal
 
-__all__ = ["bind_failure"]
+__all__ = ["bind_failure", "exit_code_after"]
+
+
+def exit_code_after(stopped_by: signal.Signals | None) -> int:
+    """130 after Ctrl-C, as in every command; 0 after a service manager's SIGTERM."""
+    return 130 if stopped_by == signal.SIGINT else 0
 
 
 def bind_failure(host: str, port: int, error: OSError, option: str) -> str:

@@ -33,9 +33,6 @@ CONNECTION_STRING_VARIABLE = "HYCO_CONNECTION_STRING"
 
 T = TypeVar("T")
 
-# OpenSSL reads the variable, so it reaches every TLS connection the command makes.
-_TRUSTING_A_CA = "To trust the relay's CA here: SSL_CERT_FILE=/path/to/ca.pem hyco ..."
-
 
 def _add_connection_string(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -251,10 +248,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         return handler(arguments, stream)
     except BaseException as raised:
         error = _alone(raised)
+        if isinstance(error, CertificateError):
+            print(f"hyco {arguments.command}: {_untrusted(error)}", file=sys.stderr)
+            return 1
         if isinstance(error, HycoError):
             print(f"hyco {arguments.command}: {error}", file=sys.stderr)
-            if isinstance(error, CertificateError):
-                print(_TRUSTING_A_CA, file=sys.stderr)
             return 1
         if isinstance(error, KeyboardInterrupt):
             return 130
@@ -292,6 +290,16 @@ def _run_interruptibly(function: Callable[[], Awaitable[T]]) -> T:
     if interrupted:
         raise KeyboardInterrupt
     return outcome[0]
+
+
+def _untrusted(error: CertificateError) -> str:
+    """A refused certificate, with the way a command-line user trusts a CA: OpenSSL reads
+    ``SSL_CERT_FILE``, so it reaches every TLS connection the command makes."""
+    return (
+        f"the relay's TLS certificate was refused: {error.detail}. Trust the relay's CA with "
+        "SSL_CERT_FILE=/path/to/ca.pem (a local relay prints its CA's path at start), or "
+        "connect to the name the certificate was issued for."
+    )
 
 
 def _alone(error: BaseException) -> BaseException:
@@ -457,7 +465,11 @@ def _http(arguments: argparse.Namespace, out: TextIO) -> int:
 
 
 def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
-    from .asgi import AppImportError, load_app, run, serve_workers
+    from hyco_transports.auth import RelayEndpoint
+
+    from ._cli_errors import exit_code_after
+    from .asgi import load_app, run, serve_workers
+    from .hosting import AppImportError, OnlineAnnouncement
 
     if _missing_connection_string(arguments):
         return 2
@@ -478,22 +490,33 @@ def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
     except AppImportError as error:
         print(f"hyco serve: {error}", file=sys.stderr)
         return 2
-    print(f"serving {arguments.app} through the relay; Ctrl-C to stop", file=out, flush=True)
+    url = RelayEndpoint.from_connection_string(arguments.connection_string).http_url
+    processes = arguments.workers if arguments.workers and not arguments.wsgi else 1
+    online = OnlineAnnouncement(
+        f"online: {arguments.app} serves {url}; Ctrl-C to stop"
+        if processes == 1
+        else f"a worker is online: {arguments.app} serves {url}",
+        out=out if processes == 1 else None,
+    )
     if arguments.wsgi:
-        wsgi.serve(
+        stopped_by = wsgi.serve(
             wsgi_app,
             arguments.connection_string,
             transport=arguments.transport,
             workers=arguments.workers or 16,
             script_name=arguments.root_path,
+            on_status=online,
         )
-        return 0
+        return exit_code_after(stopped_by)
     options = {"lifespan": arguments.lifespan, "root_path": arguments.root_path}
-    if arguments.workers and arguments.workers > 1:
-        serve_workers(arguments.app, arguments.connection_string, arguments.workers, **options)
+    if processes > 1:
+        print(f"starting {processes} workers; Ctrl-C to stop", file=out, flush=True)
+        stopped_by = serve_workers(
+            arguments.app, arguments.connection_string, processes, on_status=online, **options
+        )
     else:
-        run(asgi_app, arguments.connection_string, **options)
-    return 0
+        stopped_by = run(asgi_app, arguments.connection_string, on_status=online, **options)
+    return exit_code_after(stopped_by)
 
 
 def _token(arguments: argparse.Namespace, out: TextIO) -> int:

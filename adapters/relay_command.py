@@ -24,7 +24,7 @@ from hyco_relay.tls import (
     trust_instructions,
 )
 
-from ._cli_errors import bind_failure
+from ._cli_errors import bind_failure, exit_code_after
 
 __all__ = ["describe_relay", "run_relay"]
 
@@ -40,14 +40,14 @@ def run_relay(arguments: argparse.Namespace, out: TextIO) -> int:
     config = _with_overrides(config, arguments)
     context, notes = _tls(arguments, config)
     try:
-        anyio.run(_serve, config, context, notes, watcher, arguments, out)
+        stopped_by = anyio.run(_serve, config, context, notes, watcher, arguments, out)
     except HycoError:
         raise
     except OSError as error:  # binding the listening socket
         failure = bind_failure(config.host, config.port, error, "--port")
         print(f"hyco relay: {failure}", file=sys.stderr)
         return 1
-    return 0
+    return exit_code_after(stopped_by)
 
 
 def _development_config(key: str | None) -> RelayConfig:
@@ -104,7 +104,8 @@ async def _serve(
     watcher: ConfigWatcher | None,
     arguments: argparse.Namespace,
     out: TextIO,
-) -> None:
+) -> signal.Signals:
+    """Serve until a signal; return it."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (
             serve_relay(config, ssl_context=context) as relay,
@@ -115,10 +116,11 @@ async def _serve(
                 print(f"\n{notes}", file=out, flush=True)
             if watcher is not None:
                 tasks.start_soon(_reload, relay, watcher, arguments)
-            async for _signal in signals:
+            async for signum in signals:
                 print("Stopping: listeners are told to reconnect (close 1001).", file=out)
                 tasks.cancel_scope.cancel()
-                return
+                return signal.Signals(signum)
+    raise AssertionError("the signal receiver ended")  # pragma: no cover - it never does
 
 
 async def _reload(relay: Relay, watcher: ConfigWatcher, arguments: argparse.Namespace) -> None:

@@ -48,22 +48,26 @@ import ssl
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, Literal, Protocol, cast
 from urllib.parse import unquote_to_bytes
 
 from hyco_core import (
     INLINE_BODY_LIMIT,
-    HycoError,
-    ListenerStatus,
-    ListenerStatusChanged,
     LocalProtocolError,
 )
 from hyco_transports.auth import RelayEndpoint
 from hyco_transports.sync import AcceptContext, HttpRequest, HttpResponse
 
-from ._app_import import AppImportError, import_app
 from ._headers import relayed_response_headers
+from .hosting import (
+    AppImportError,
+    ListenerFate,
+    StatusHandler,
+    endpoint_of,
+    import_app,
+    stop_on_signals,
+)
 
 __all__ = [
     "AppImportError",
@@ -397,6 +401,7 @@ class Server:
         workers: int = 16,
         script_name: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        on_status: StatusHandler | None = None,
     ) -> None:
         if transport not in ("sync", "gevent"):
             raise ValueError(f"transport must be 'sync' or 'gevent', not {transport!r}")
@@ -411,7 +416,10 @@ class Server:
         self._ssl_context = ssl_context
         self._stop = threading.Event()
         self._online = threading.Event()
-        self._gone: HycoError | None = None
+        self._fate = ListenerFate(self._stop.set, on_status)
+        self.interrupted = False
+        """Whether Ctrl-C stopped :meth:`serve_forever` under gevent, whose own signal watcher
+        makes it a quiet, orderly stop (the other transports get ``KeyboardInterrupt``)."""
 
     def __repr__(self) -> str:
         return f"<Server {self.endpoint.namespace}/{self.endpoint.path} {self.transport}>"
@@ -431,7 +439,7 @@ class Server:
             self.endpoint,
             request_handler=lambda request: self._handle(request, slots),
             accept_handler=_refuse_websocket,
-            on_status=self._status_changed,
+            on_status=self._fate,
             ssl_context=self._ssl_context,
         )
         with listener:
@@ -440,8 +448,11 @@ class Server:
                 self._wait_for_stop()
             finally:
                 self._online.clear()
-        if self._gone is not None:
-            raise self._gone
+        self._fate.raise_if_gone()
+
+    def _interrupt(self) -> None:
+        self.interrupted = True
+        self.stop()
 
     def _slots(self) -> _Slots:
         if self.transport == "gevent":
@@ -457,7 +468,9 @@ class Server:
             # A KeyboardInterrupt raised inside gevent's hub is printed by the hub on its way
             # out; a signal watcher of gevent's own makes Ctrl-C a quiet, orderly stop instead.
             on_main_thread = threading.current_thread() is threading.main_thread()
-            watcher = gevent.signal_handler(signal.SIGINT, self.stop) if on_main_thread else None
+            watcher = (
+                gevent.signal_handler(signal.SIGINT, self._interrupt) if on_main_thread else None
+            )
             try:
                 while not self._stop.is_set():
                     gevent.sleep(_STOP_POLL)
@@ -466,11 +479,6 @@ class Server:
                     watcher.cancel()
         else:
             self._stop.wait()
-
-    def _status_changed(self, event: ListenerStatusChanged) -> None:
-        if event.status is ListenerStatus.CLOSED and event.error is not None:
-            self._gone = event.error
-            self._stop.set()
 
     def _handle(self, request: HttpRequest, slots: _Slots) -> HttpResponse:
         description = f"{request.method} {request.path}"
@@ -543,47 +551,38 @@ def serve(
     workers: int = 16,
     script_name: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
-) -> None:
-    """Serve ``app`` on a hybrid connection until SIGINT (``KeyboardInterrupt``) or SIGTERM.
+    on_status: StatusHandler | None = None,
+) -> signal.Signals | None:
+    """Serve ``app`` on a hybrid connection until SIGINT (Ctrl-C) or SIGTERM, and return the
+    signal.
 
     ``connection_string`` (or a :class:`~hyco_transports.auth.RelayEndpoint`) names the hybrid
     connection; ``path`` gives it when the string has no ``EntityPath``. ``script_name``
     defaults to ``/{hybrid connection}``; give ``""`` to route on the full request path. At
-    most ``workers`` requests run in the app at once; others wait for a slot.
+    most ``workers`` requests run in the app at once; others wait for a slot. ``on_status``
+    sees each change of the listener's status.
 
-    On a signal the listener goes offline and the responses under way are completed; then this
-    returns. Raises the listener's typed error when it cannot open or the hybrid connection is
-    deleted.
+    On a signal the listener goes offline and the responses under way are completed; later
+    signals are ignored meanwhile. Raises the listener's typed error when it cannot open or the
+    hybrid connection is deleted.
     """
-    endpoint = (
-        connection_string
-        if isinstance(connection_string, RelayEndpoint)
-        else RelayEndpoint.from_connection_string(connection_string, path=path)
-    )
     server = Server(
         app,
-        endpoint,
+        endpoint_of(connection_string, path),
         transport=transport,
         workers=workers,
         script_name=script_name,
         ssl_context=ssl_context,
+        on_status=on_status,
     )
-    # Signal handlers belong to the main thread; SIGTERM then stops as Ctrl+C does.
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        logger.info("stopped by a signal")
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    # Later signals are ignored while the listener completes the answers under way.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
+    with stop_on_signals() as stopped:
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            logger.info("stopped by a signal")
+    if server.interrupted:
+        stopped.record(signal.SIGINT)
+    return stopped.signal
 
 
 def load_app(import_string: str) -> WSGIApp:

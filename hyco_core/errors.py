@@ -29,6 +29,7 @@ __all__ = [
     "RelayServerError",
     "RelayTimeoutError",
     "RemoteProtocolError",
+    "TooManyRequestsError",
     "error_from_close",
     "error_from_status",
     "tracking_id_of",
@@ -98,6 +99,7 @@ class CertificateError(HycoError):
     """The relay's TLS certificate is not trusted (or not for this host name)."""
 
     def __init__(self, detail: str) -> None:
+        self.detail = detail
         super().__init__(
             f"the relay's TLS certificate was refused: {detail}. Trust the relay's CA (pass an "
             "ssl_context that trusts it), or connect to the name the certificate was issued for."
@@ -124,6 +126,7 @@ class RelayError(HycoError):
     """
 
     advice = "See the relay's reason above."
+    speaker = "the relay"
 
     def __init__(
         self,
@@ -141,11 +144,11 @@ class RelayError(HycoError):
 
     def _describe(self) -> str:
         if self.status_code is not None:
-            what = f"the relay answered {self.status_code}"
+            what = f"{self.speaker} answered {self.status_code}"
         elif self.close_code is not None:
-            what = f"the relay closed the connection with code {self.close_code}"
+            what = f"{self.speaker} closed the connection with code {self.close_code}"
         else:
-            what = "the relay ended the connection"
+            what = f"{self.speaker} ended the connection"
         parts = [f"{what}: {self.reason or 'no reason given'}.", self.advice]
         if self.tracking_id and self.tracking_id not in self.reason:
             parts.append(f"TrackingId: {self.tracking_id}")
@@ -173,6 +176,13 @@ class EndpointNotFoundError(RelayError):
     advice = "Check the namespace host and the hybrid connection's name (EntityPath)."
 
 
+class TooManyRequestsError(RelayError):
+    """The relay (or the listener) is limiting how fast, or how often at once, this client may
+    connect (429)."""
+
+    advice = "Too many connections from this address: wait a moment, then retry more slowly."
+
+
 class ListenerUnavailableError(EndpointNotFoundError):
     """The hybrid connection exists, but no listener (or none allowed) is connected to it."""
 
@@ -182,7 +192,11 @@ class ListenerUnavailableError(EndpointNotFoundError):
 class RejectedError(RelayError):
     """The listener rejected the connection; ``status_code`` and ``reason`` are its own."""
 
-    advice = "The listening application refused this connection."
+    advice = (
+        "The listening application refused this connection: check what it expects "
+        "(path, query, headers, subprotocol)."
+    )
+    speaker = "the listener"
 
 
 class RelayServerError(RelayError):
@@ -203,6 +217,12 @@ class ConnectionLostError(RelayError):
     advice = "Reconnect; listeners do so by themselves."
 
 
+_AUTHORIZATION_WORDS = ("token", "claim", "unauthori", "grant", "signature")
+"""A 403 whose reason names none of these is the listener's own refusal, not the relay's verdict
+on the token: relays word their authorization refusals in such terms ("Unauthorized access.
+'Send' claim(s) are required", "The token's rule does not grant Send here")."""
+
+
 def error_from_status(
     status_code: int, reason: str, *, tracking_id: str | None = None
 ) -> RelayError:
@@ -212,8 +232,12 @@ def error_from_status(
     if status_code == 401:
         error_type = AuthorizationError
     elif status_code == 403:
-        quota = "quota" in lowered or "limit" in lowered
-        error_type = QuotaExceededError if quota else AuthorizationError
+        if "quota" in lowered or "limit" in lowered:
+            error_type = QuotaExceededError
+        elif any(word in lowered for word in _AUTHORIZATION_WORDS):
+            error_type = AuthorizationError
+    elif status_code == 429:
+        error_type = TooManyRequestsError
     elif status_code == 404:
         error_type = ListenerUnavailableError if "listener" in lowered else EndpointNotFoundError
     elif status_code in (408, 504):

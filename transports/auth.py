@@ -174,6 +174,11 @@ class RelayEndpoint:
         return f"sb://{self.namespace}/{self.path}"
 
     @property
+    def http_url(self) -> str:
+        """Where senders make their HTTP requests: ``https://{namespace}/{path}``."""
+        return f"{'https' if self.secure else 'http'}://{self.namespace}/{self.path}"
+
+    @property
     def host(self) -> str:
         return urlsplit(f"//{self.namespace}").hostname or self.namespace
 

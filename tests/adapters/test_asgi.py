@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from hyco_adapters import asgi
+import hyco_adapters.asgi.server
 from hyco_adapters.asgi import (
     AppImportError,
     ASGIApp,
@@ -844,7 +844,7 @@ async def test_an_app_breaking_the_asgi_protocol_is_told_at_once(relay: Relay) -
 async def test_a_websocket_the_app_does_not_decide_on_in_time_is_refused(
     relay: Relay, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(asgi, "DECISION_TIMEOUT", 0.2)
+    monkeypatch.setattr(hyco_adapters.asgi.server, "DECISION_TIMEOUT", 0.2)
 
     async def undecided(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()

@@ -3,6 +3,7 @@ and the documented exit code: 2 for usage, 1 for a failure, 130 for Ctrl-C."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -134,9 +135,10 @@ def test_an_untrusted_relay_certificate_says_how_to_trust_it(tmp_path: Path) -> 
     assert '"error"' in trusted.stdout
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == 1
-    first, second = result.stderr.strip().splitlines()
-    assert first.startswith("hyco http: the relay's TLS certificate was refused")
-    assert "SSL_CERT_FILE=" in second
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("hyco http: the relay's TLS certificate was refused")
+    assert "SSL_CERT_FILE=" in line
+    assert "ssl_context" not in line  # a library user's remedy, not a command-line user's
 
 
 def test_conformance_without_its_reference_clients_names_the_extra(tmp_path: Path) -> None:
@@ -174,8 +176,63 @@ def test_ctrl_c_exits_130_quietly(tmp_path: Path, arguments: tuple[str, ...]) ->
         assert running.stdout is not None
         running.stdout.readline()  # it started
         time.sleep(1.5)  # and is serving: the interrupt must find it in its steady state
-        running.send_signal(2)
+        running.send_signal(signal.SIGINT)
         _out, err = running.communicate(timeout=20)
-    assert running.returncode in (0, 130), err
+    assert running.returncode == 130, err
     assert "Traceback" not in err
     assert "KeyboardInterrupt" not in err
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [("relay", "--port", "0"), ("serve", "main:app"), ("serve", "--wsgi", "main:wsgi")],
+    ids=["relay", "serve", "serve-wsgi"],
+)
+def test_sigterm_is_an_orderly_stop_that_exits_0(
+    tmp_path: Path, arguments: tuple[str, ...]
+) -> None:
+    """What a service manager sends: a clean exit, not an interruption."""
+    (tmp_path / "main.py").write_text(APP, "utf-8")
+    with hyco_relay(cwd=tmp_path) as relay:
+        running = start_hyco(
+            *arguments, cwd=tmp_path, env={"HYCO_CONNECTION_STRING": relay.listener}
+        )
+        assert running.stdout is not None
+        running.stdout.readline()
+        running.send_signal(signal.SIGTERM)
+        _out, err = running.communicate(timeout=20)
+    assert running.returncode == 0, err
+    assert "Traceback" not in err
+
+
+REFUSING_APP = """
+async def app(scope, receive, send):
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.close", "code": 1000})
+"""
+
+
+def test_an_apps_own_refusal_is_not_blamed_on_the_key(tmp_path: Path) -> None:
+    """A WebSocket route that closes before accepting is the app's verdict, not the relay's."""
+    (tmp_path / "main.py").write_text(REFUSING_APP, "utf-8")
+    with hyco_relay(cwd=tmp_path) as relay:
+        env = {"HYCO_CONNECTION_STRING": relay.listener}
+        serving = start_hyco("serve", "main:app", cwd=tmp_path, env=env)
+        try:
+            assert serving.stdout is not None
+            assert serving.stdout.readline().startswith("online: main:app serves ")
+            result = run_hyco("connect", cwd=tmp_path, env=env, data="hello\n")
+        finally:
+            serving.send_signal(signal.SIGINT)
+            serving.communicate(timeout=20)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        "hyco connect: the listener answered 403: "
+        "The application closed the WebSocket before accepting it."
+    ), line
+    assert "The listening application refused this connection" in line
+    assert "TrackingId:" in line
+    assert "key" not in line.lower()

@@ -106,7 +106,7 @@ def test_handshake_answer_fed_byte_by_byte() -> None:
     ("status", "reason", "error_type"),
     [
         (401, "Unauthorized: token missing", AuthorizationError),
-        (403, "Forbidden: wrong right", AuthorizationError),
+        (403, "Forbidden: the token does not grant Listen", AuthorizationError),
         (403, "Quota exceeded: maximum 25 listeners", QuotaExceededError),
         (404, "No listener is connected to this hybrid connection", ListenerUnavailableError),
         (400, "Rejected by user code", RejectedError),
