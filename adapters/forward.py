@@ -7,7 +7,8 @@ suffix. Bytes travel as binary messages; an empty binary message means "no more 
 (a TCP half-close), and the connection ends when both ways are done.
 
 The listener connects to the target before it accepts the sender, so an unknown target (404) or
-one that refuses (502) fails the sender's connect with that status and a readable reason.
+one that refuses (502) fails the sender's connect with that status and a readable reason, which
+the sender side raises as :class:`TargetUnavailableError`.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ import anyio
 import anyio.abc
 from anyio.streams.stapled import StapledByteStream
 
-from hyco_core import ConnectionClosed, HycoError
+from hyco_core import ConnectionClosed, HycoError, RelayError
 from hyco_transports.anyio import AcceptContext, Listener, WebSocket, connect
 
 __all__ = [
     "Target",
+    "TargetUnavailableError",
     "expose",
     "forward",
     "forward_stdio",
@@ -37,6 +39,36 @@ logger = logging.getLogger("hyco.forward")
 
 _PIECE = 64 * 1024
 _END = b""
+# How the exposing side words its refusals, for the forwarding side to recognise them.
+_UNKNOWN_TARGET = "Unknown target"
+_UNREACHABLE_TARGET = "Unreachable target"
+
+
+class TargetUnavailableError(HycoError):
+    """The exposing side has no target of that name (``status_code`` 404), or could not connect
+    to it (502); ``reason`` is its own, with the relay's tracking id."""
+
+    def __init__(self, target: str, status_code: int, reason: str) -> None:
+        self.target = target
+        self.status_code = status_code
+        self.reason = reason
+        if status_code == 404:
+            advice = "pass one of the targets it exposes to --target"
+            what = f"the exposing side has no target {target!r}"
+        else:
+            advice = (
+                "check that the service behind it runs there, at the address hyco expose was given"
+            )
+            what = f"the exposing side could not connect to target {target!r}"
+        super().__init__(f"{what} ({reason}): {advice}")
+
+
+def _refusal(error: RelayError, target: str) -> HycoError:
+    """The exposing side's refusal as what it means; any other error as it is."""
+    prefix = {404: _UNKNOWN_TARGET, 502: _UNREACHABLE_TARGET}.get(error.status_code or 0)
+    if prefix is not None and error.reason.startswith(prefix):
+        return TargetUnavailableError(target, error.status_code or 0, error.reason)
+    return error
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +157,7 @@ async def expose(
         target = allowed.get(name)
         if target is None:
             known = ", ".join(sorted(allowed)) or "none"
-            context.reject(404, f"Unknown target {name!r}; this side exposes: {known}")
+            context.reject(404, f"{_UNKNOWN_TARGET} {name!r}; this side exposes: {known}")
             return
         try:
             with anyio.fail_after(connect_timeout):
@@ -133,7 +165,7 @@ async def expose(
                     target.host, target.port
                 )
         except (OSError, TimeoutError) as error:
-            context.reject(502, f"Target {name!r} refused the connection: {error}")
+            context.reject(502, f"{_UNREACHABLE_TARGET} {name!r}: {error}")
             return
         context.accept()
 
@@ -166,8 +198,7 @@ async def forward(
     async def carry(stream: anyio.abc.SocketStream) -> None:
         async with stream:
             try:
-                async with connect(connection_string, suffix=target) as websocket:
-                    await pipe(websocket, stream)
+                await _carry(connection_string, target, stream)
             except HycoError as error:
                 logger.error("cannot reach %r through the relay: %s", target, error)
 
@@ -204,5 +235,12 @@ async def forward_stdio(connection_string: str, target: str) -> None:
         async def aclose(self) -> None:
             await stdout.aclose()
 
-    async with connect(connection_string, suffix=target) as websocket:
-        await pipe(websocket, StapledByteStream(_Stdout(), _Stdin()))
+    await _carry(connection_string, target, StapledByteStream(_Stdout(), _Stdin()))
+
+
+async def _carry(connection_string: str, target: str, stream: anyio.abc.ByteStream) -> None:
+    try:
+        async with connect(connection_string, suffix=target) as websocket:
+            await pipe(websocket, stream)
+    except RelayError as error:
+        raise _refusal(error, target) from error

@@ -20,7 +20,7 @@ from hyco_relay.config import default_config
 from hyco_relay.server import Relay, serve_relay
 from hyco_transports.anyio import connect
 from tests.cli import HYCO as HYCO_SCRIPT
-from tests.cli import user_env
+from tests.cli import hyco_relay, run_hyco, start_hyco, user_env
 
 pytestmark = pytest.mark.anyio
 
@@ -121,7 +121,7 @@ async def test_unknown_and_refusing_targets_fail_clearly() -> None:
             async with connect(cs, suffix="down"):
                 pass
         assert refused.value.status_code == 502
-        assert "refused the connection" in str(refused.value)
+        assert "Unreachable target 'down'" in str(refused.value)
         tasks.cancel_scope.cancel()
 
 
@@ -224,3 +224,36 @@ def test_cli_refuses_bad_forwarding_arguments(tmp_path: Path) -> None:
         check=False,
     )
     assert bad_bind.returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("target", "says"),
+    [
+        (
+            "nope",
+            "hyco forward: the exposing side has no target 'nope' (Unknown target 'nope'; this "
+            "side exposes: down",
+        ),
+        ("down", "hyco forward: the exposing side could not connect to target 'down'"),
+    ],
+    ids=["unknown", "unreachable"],
+)
+def test_a_target_the_exposing_side_cannot_serve_is_named_as_such(
+    tmp_path: Path, target: str, says: str
+) -> None:
+    with hyco_relay(cwd=tmp_path) as relay:
+        env = {"HYCO_CONNECTION_STRING": relay.listener}
+        exposing = start_hyco("expose", "--target", "down=127.0.0.1:1", cwd=tmp_path, env=env)
+        try:
+            assert exposing.stdout is not None
+            assert exposing.stdout.readline().startswith("online, exposing down")
+            result = run_hyco("forward", "--target", target, "--stdio", cwd=tmp_path, env=env)
+        finally:
+            exposing.send_signal(signal.SIGINT)
+            exposing.communicate(timeout=20)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(says), line
+    assert "TrackingId:" in line
+    assert "EntityPath" not in line  # the hybrid connection is right: the target is not
+    assert "transient" not in line
