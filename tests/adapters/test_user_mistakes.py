@@ -162,10 +162,12 @@ def test_conformance_without_its_reference_clients_names_the_extra(tmp_path: Pat
         ("relay", "--port", "0"),
         ("listen",),
         ("expose", "--target", "ssh=127.0.0.1:22"),
+        ("forward", "--target", "ssh", "--bind", "127.0.0.1:0"),
         ("serve", "main:app"),
+        ("serve", "--wsgi", "main:wsgi"),
         ("serve", "--wsgi", "--transport", "gevent", "main:wsgi"),
     ],
-    ids=["relay", "listen", "expose", "serve", "serve-gevent"],
+    ids=["relay", "listen", "expose", "forward", "serve", "serve-wsgi", "serve-gevent"],
 )
 def test_ctrl_c_exits_130_quietly(tmp_path: Path, arguments: tuple[str, ...]) -> None:
     (tmp_path / "main.py").write_text(APP, "utf-8")
