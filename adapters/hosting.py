@@ -1,6 +1,12 @@
 """What hosting an app on a hybrid connection needs whatever the app's interface (ASGI or WSGI):
-finding the app an import string names, the endpoint a connection string names, telling when
-the listener is online or gone for good, stopping on signals, and worker processes.
+finding the app an import string names, the endpoint a connection string names, headers as the
+relay carries them, telling when the listener is online or gone for good, stopping on signals,
+and worker processes.
+
+Headers: the protocol's header object cannot carry framing headers (the relay frames the body)
+or a name twice, so hop-by-hop response headers are dropped, and of several ``Set-Cookie``
+headers only the last is sent (joining them would break every cookie whose ``Expires`` holds a
+comma).
 
 Signals: SIGINT (Ctrl-C) and SIGTERM both stop a server in order (the listener goes offline once
 the answers under way are out); later signals are ignored while it stops. The entry points then
@@ -15,15 +21,23 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.process
+import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any, TextIO
 
-from hyco_core import HycoError, ListenerStatus, ListenerStatusChanged
+from hyco_core import (
+    HOP_BY_HOP_HEADERS,
+    Headers,
+    HycoError,
+    ListenerStatus,
+    ListenerStatusChanged,
+    LocalProtocolError,
+)
 from hyco_transports.auth import RelayEndpoint
 
 __all__ = [
@@ -33,7 +47,9 @@ __all__ = [
     "StatusHandler",
     "Stopped",
     "endpoint_of",
+    "header_bytes",
     "import_app",
+    "relayed_response_headers",
     "run_worker_processes",
     "stop_on_signals",
 ]
@@ -90,6 +106,47 @@ def endpoint_of(connection_string: str | RelayEndpoint, path: str | None) -> Rel
     if isinstance(connection_string, RelayEndpoint):
         return connection_string
     return RelayEndpoint.from_connection_string(connection_string, path=path)
+
+
+def header_bytes(text: str) -> bytes:
+    """A header string as bytes: latin-1 as HTTP has it, UTF-8 for what latin-1 cannot hold."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode()
+
+
+_FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def relayed_response_headers(
+    headers: Iterable[tuple[str, str]], logger: logging.Logger
+) -> tuple[list[tuple[str, str]], int | None]:
+    """The headers as the relay can carry them, and the Content-Length the app declared."""
+    pairs: list[tuple[str, str]] = []
+    cookies: list[tuple[str, str]] = []
+    length: int | None = None
+    for name, value in headers:
+        if _FORBIDDEN_IN_VALUE.search(value):
+            raise LocalProtocolError(f"the value of response header {name!r} has CR, LF or NUL")
+        lowered = name.lower()
+        if lowered == "content-length":
+            length = int(value) if _DIGITS.fullmatch(value.strip()) else None
+        if lowered in HOP_BY_HOP_HEADERS:
+            continue
+        (cookies if lowered == "set-cookie" else pairs).append((name, value))
+    if len(cookies) > 1:
+        logger.warning(
+            "a relayed response carries one Set-Cookie header: %d were set, the last one is sent",
+            len(cookies),
+        )
+    pairs.extend(cookies[-1:])
+    try:
+        Headers(pairs)
+    except ValueError as error:
+        raise LocalProtocolError(f"invalid response header: {error}") from None
+    return pairs, length
 
 
 class ListenerFate:

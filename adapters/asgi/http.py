@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from hyco_adapters._headers import relayed_response_headers
+from hyco_adapters.hosting import relayed_response_headers
 from hyco_core import INLINE_BODY_LIMIT, LocalProtocolError
 from hyco_transports.anyio import HttpRequest, HttpResponse
 

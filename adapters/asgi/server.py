@@ -20,6 +20,7 @@ from hyco_adapters.hosting import (
     StatusHandler,
     Stopped,
     endpoint_of,
+    header_bytes,
     import_app,
     run_worker_processes,
 )
@@ -159,9 +160,11 @@ class Server:
     # -- scopes ------------------------------------------------------------------------------
 
     def _base_scope(self, suffix: str, query: str, headers: Headers) -> Scope:
-        pairs = [(_wire(name.lower()), _wire(value)) for name, value in headers.items()]
+        pairs = [
+            (header_bytes(name.lower()), header_bytes(value)) for name, value in headers.items()
+        ]
         if "host" not in headers:
-            pairs.append((b"host", _wire(self._endpoint.namespace)))
+            pairs.append((b"host", header_bytes(self._endpoint.namespace)))
         scope: Scope = {
             "asgi": asgi_version(),
             "http_version": "1.1",
@@ -270,14 +273,6 @@ class Server:
             self._open.discard(session)
         if session.failed:
             await websocket.close(1011, "Internal Error")
-
-
-def _wire(text: str) -> bytes:
-    """A header string as bytes: latin-1 as HTTP has it, UTF-8 for what latin-1 cannot hold."""
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        return text.encode()
 
 
 # -- entry points ------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
+from hyco_adapters.hosting import header_bytes
 from hyco_adapters.wsgi import (
     AppImportError,
     Environ,
@@ -36,11 +37,10 @@ from hyco_adapters.wsgi import (
     StartResponse,
     Transport,
     WSGIApp,
-    _Input,
-    _wire,
     load_app,
     serve,
 )
+from hyco_adapters.wsgi.request import Input
 from hyco_conformance.harness import ROOT_KEY, relay_config
 from hyco_core import EndpointNotFoundError, create_relay_send_uri, create_relay_token
 from hyco_relay.config import parse_config
@@ -586,7 +586,7 @@ reads = st.lists(
 def test_wsgi_input_reads_as_a_file_over_the_same_bytes_would(
     pieces: list[bytes], calls: list[tuple[str, int | None]]
 ) -> None:
-    body = _Input(iter(pieces))
+    body = Input(iter(pieces))
     model = io.BytesIO(b"".join(pieces))
     for method, size in calls:
         assert getattr(body, method)(size) == getattr(model, method)(size)
@@ -594,10 +594,10 @@ def test_wsgi_input_reads_as_a_file_over_the_same_bytes_would(
 
 
 def test_header_values_latin_1_cannot_hold_travel_as_utf_8() -> None:
-    assert _wire("café") == "café".encode("latin-1")
-    assert _wire("snow ☃") == "snow ☃".encode()
+    assert header_bytes("café") == "café".encode("latin-1")
+    assert header_bytes("snow ☃") == "snow ☃".encode()
 
 
 def test_wsgi_input_iterates_lines_and_honours_readlines_hints() -> None:
-    assert list(_Input(iter([b"a\nb", b"b\n", b"c"]))) == [b"a\n", b"bb\n", b"c"]
-    assert _Input(iter([b"a\nb\nc\n"])).readlines(3) == [b"a\n", b"b\n"]
+    assert list(Input(iter([b"a\nb", b"b\n", b"c"]))) == [b"a\n", b"bb\n", b"c"]
+    assert Input(iter([b"a\nb\nc\n"])).readlines(3) == [b"a\n", b"b\n"]
