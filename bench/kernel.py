@@ -12,7 +12,8 @@ import json
 import struct
 import time
 
-from hyco_core import ControlChannel, create_relay_token, verify_sas_token
+from hyco_core import ControlChannel, create_relay_token
+from hyco_core.service import verify_sas_token
 
 from .processes import node_available, start_node
 from .stats import Results

@@ -41,7 +41,6 @@ from hyco_core import (
     KeepAlive,
     LocalProtocolError,
     MessageReceived,
-    PingReceived,
     RejectDelivered,
     RelayedWebSocket,
     RemoteProtocolError,
@@ -56,7 +55,6 @@ from hyco_core import (
     create_relay_token,
     decode_message,
     encode_message,
-    normalize_namespace,
     parse_connection_string,
     parse_relay_url,
     parse_sas_token,
@@ -64,9 +62,6 @@ from hyco_core import (
     reject_connection,
     relay_token_resource,
     split_request_target,
-    strip_relay_query,
-    validate_entity_path,
-    verify_sas_token,
 )
 from hyco_core.http import Phase
 from hyco_core.service import (
@@ -74,9 +69,14 @@ from hyco_core.service import (
     BodyPiece,
     HttpServer,
     IncomingRequest,
+    PingReceived,
     ServerWebSocket,
     ServiceControlChannel,
     ServiceHttpRendezvous,
+    normalize_namespace,
+    strip_relay_query,
+    validate_entity_path,
+    verify_sas_token,
 )
 from hyco_relay.config import AccessRule, ConfigError, RelayConfig, parse_config
 

@@ -1,12 +1,14 @@
 """hyco_core: the sans-IO kernel of Azure Relay Hybrid Connections.
 
 Pure protocol logic: bytes and time in, events and bytes out. No sockets, clocks, threads or
-randomness: transports (``hyco_transports``) or any other I/O stack drive it. Everything public
-is importable from here.
+randomness: transports (``hyco_transports``) or any other I/O stack drive it. This package
+exports the client role, what a listener, a sender or a transport needs; the relay's role is in
+:mod:`hyco_core.service`.
 """
 
 from __future__ import annotations
 
+# Channels: the client WebSocket every connection is built on, and a listener's answer to an accept.
 from .channel import (
     RENDEZVOUS_CONFIG,
     SENDER_CONFIG,
@@ -20,14 +22,20 @@ from .channel import (
     accept_connection,
     reject_connection,
 )
+
+# Connection strings, as the portal shows them.
 from .connection_string import (
     ConnectionString,
     parse_connection_string,
 )
+
+# A listener's control channel.
 from .control import (
     ControlChannel,
     message_kind,
 )
+
+# Errors, and how a relay's status or close code maps onto them.
 from .errors import (
     AuthorizationError,
     CertificateError,
@@ -36,10 +44,8 @@ from .errors import (
     ConnectionStringError,
     EndpointNotFoundError,
     HycoError,
-    InvalidRequestError,
     InvalidTokenError,
     InvalidUrlError,
-    ListenerResponseError,
     ListenerUnavailableError,
     LocalProtocolError,
     QuotaExceededError,
@@ -53,6 +59,8 @@ from .errors import (
     error_from_status,
     tracking_id_of,
 )
+
+# Events a client's channels and lifecycle report.
 from .events import (
     AcceptRequested,
     ChannelClosed,
@@ -62,37 +70,39 @@ from .events import (
     ListenerStatusChanged,
     MessageReceived,
     Opened,
-    PingReceived,
-    PongReceived,
     RejectDelivered,
     RendezvousRequested,
     RequestBodyReceived,
     RequestReceived,
-    ResponseBodyReceived,
-    ResponseReceived,
     TokenRenewalDue,
-    TokenRenewed,
     UnknownContentIgnored,
 )
+
+# What every transport shares around the application: accept decisions, HTTP answers.
 from .handling import (
     AcceptContext,
     offered_subprotocols,
     response_head,
     split_request_target,
 )
+
+# HTTP exchanges a listener answers over a rendezvous.
 from .http import (
     HttpRendezvous,
     Phase,
     fits_inline,
 )
+
+# A listener's reconnect policy and status.
 from .lifecycle import (
     ListenerLifecycle,
 )
+
+# The control messages and their codec, which both roles speak.
 from .messages import (
     DEFAULT_MAX_MESSAGE_SIZE,
     HOP_BY_HOP_HEADERS,
     INLINE_BODY_LIMIT,
-    INLINE_HEADERS_LIMIT,
     Accept,
     ControlMessage,
     Decoded,
@@ -106,72 +116,45 @@ from .messages import (
     encode_message,
     reason_phrase,
 )
-from .names import (
-    ascii_lower,
-)
+
+# SAS tokens: creating and reading them.
 from .sas import (
     SAS_PREFIX,
-    SasOutcome,
     SasToken,
-    SasVerdict,
     create_relay_token,
     create_sas_token,
     encode_component,
     parse_sas_token,
     relay_token_resource,
-    verify_sas_token,
 )
-from .service import (
-    AUTHORIZATION_HEADERS,
-    RELAY_CONFIG,
-    BodyEnd,
-    BodyPiece,
-    HttpServer,
-    IncomingRequest,
-    ServerWebSocket,
-    ServiceControlChannel,
-    ServiceHttpRendezvous,
-    add_via,
-    check_listener_response,
-    forwarded_connect_headers,
-    forwarded_request_headers,
-    listener_reject_status,
-    relayed_close,
-    request_fits_inline,
-    request_token,
-)
+
+# Backoff, token renewal and keep-alive timing.
 from .timing import (
     DEFAULT_RECONNECT_SCHEDULE,
     Backoff,
     KeepAlive,
     renewal_time,
 )
+
+# Relay addresses: building, reading and redacting them.
 from .uris import (
-    HostedEntities,
     RelayUrl,
     append_relay_token,
     create_reject_uri,
     create_relay_http_uri,
     create_relay_listen_uri,
     create_relay_send_uri,
-    create_rendezvous_uri,
-    normalize_namespace,
     parse_relay_url,
     redact_url,
-    strip_relay_query,
-    validate_entity_path,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AUTHORIZATION_HEADERS",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_RECONNECT_SCHEDULE",
     "HOP_BY_HOP_HEADERS",
     "INLINE_BODY_LIMIT",
-    "INLINE_HEADERS_LIMIT",
-    "RELAY_CONFIG",
     "RENDEZVOUS_CONFIG",
     "SAS_PREFIX",
     "SENDER_CONFIG",
@@ -180,8 +163,6 @@ __all__ = [
     "AcceptRequested",
     "AuthorizationError",
     "Backoff",
-    "BodyEnd",
-    "BodyPiece",
     "CertificateError",
     "ChannelClosed",
     "ChannelConfig",
@@ -197,17 +178,12 @@ __all__ = [
     "Event",
     "HandshakeRefused",
     "Headers",
-    "HostedEntities",
     "HttpRendezvous",
-    "HttpServer",
     "HycoError",
-    "IncomingRequest",
-    "InvalidRequestError",
     "InvalidTokenError",
     "InvalidUrlError",
     "KeepAlive",
     "ListenerLifecycle",
-    "ListenerResponseError",
     "ListenerStatus",
     "ListenerStatusChanged",
     "ListenerUnavailableError",
@@ -216,8 +192,6 @@ __all__ = [
     "MessageReceived",
     "Opened",
     "Phase",
-    "PingReceived",
-    "PongReceived",
     "QuotaExceededError",
     "RejectChannel",
     "RejectDelivered",
@@ -235,33 +209,21 @@ __all__ = [
     "RequestBodyReceived",
     "RequestReceived",
     "Response",
-    "ResponseBodyReceived",
-    "ResponseReceived",
-    "SasOutcome",
     "SasToken",
-    "SasVerdict",
-    "ServerWebSocket",
-    "ServiceControlChannel",
-    "ServiceHttpRendezvous",
     "TextCollector",
     "TokenRenewalDue",
-    "TokenRenewed",
     "TooManyRequestsError",
     "UnknownContentIgnored",
     "UnknownMessage",
     "WebSocketChannel",
     "__version__",
     "accept_connection",
-    "add_via",
     "append_relay_token",
-    "ascii_lower",
-    "check_listener_response",
     "create_reject_uri",
     "create_relay_http_uri",
     "create_relay_listen_uri",
     "create_relay_send_uri",
     "create_relay_token",
-    "create_rendezvous_uri",
     "create_sas_token",
     "decode_message",
     "encode_component",
@@ -269,11 +231,7 @@ __all__ = [
     "error_from_close",
     "error_from_status",
     "fits_inline",
-    "forwarded_connect_headers",
-    "forwarded_request_headers",
-    "listener_reject_status",
     "message_kind",
-    "normalize_namespace",
     "offered_subprotocols",
     "parse_connection_string",
     "parse_relay_url",
@@ -282,14 +240,8 @@ __all__ = [
     "redact_url",
     "reject_connection",
     "relay_token_resource",
-    "relayed_close",
     "renewal_time",
-    "request_fits_inline",
-    "request_token",
     "response_head",
     "split_request_target",
-    "strip_relay_query",
     "tracking_id_of",
-    "validate_entity_path",
-    "verify_sas_token",
 ]

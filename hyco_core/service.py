@@ -1,5 +1,10 @@
 """The relay's side of the protocol: connections it accepted, and what it forwards.
 
+This module is the one place for the service role: everything a relay needs that
+:mod:`hyco_core` (the client role) does not export. Most of it is defined here; the rest is
+re-exported from the kernel module it belongs to (addresses, token verification, name folding,
+events, errors).
+
 A relay reads each incoming connection with :class:`HttpServer` (an upgrade to WebSocket, or a
 plain HTTP request from an HTTP sender). Once it has switched protocols it speaks through
 :class:`ServerWebSocket` (a sender, or a listener's accept rendezvous),
@@ -23,8 +28,15 @@ from ._wire import (
 )
 from .channel import ChannelConfig, RelayedWebSocket, TextCollector, _Trigger
 from .control import message_kind
-from .errors import ListenerResponseError, LocalProtocolError, RemoteProtocolError
+from .errors import (
+    InvalidRequestError,
+    ListenerResponseError,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 from .events import (
+    PingReceived,
+    PongReceived,
     ResponseBodyReceived,
     ResponseReceived,
     TokenRenewed,
@@ -45,25 +57,50 @@ from .messages import (
     encode_message,
 )
 from .names import ascii_lower
+from .sas import SasOutcome, SasVerdict, verify_sas_token
+from .uris import (
+    HostedEntities,
+    create_rendezvous_uri,
+    normalize_namespace,
+    strip_relay_query,
+    validate_entity_path,
+)
 
 __all__ = [
     "AUTHORIZATION_HEADERS",
+    "INLINE_HEADERS_LIMIT",
     "RELAY_CONFIG",
     "BodyEnd",
     "BodyPiece",
+    "HostedEntities",
     "HttpServer",
     "IncomingRequest",
+    "InvalidRequestError",
+    "ListenerResponseError",
+    "PingReceived",
+    "PongReceived",
+    "ResponseBodyReceived",
+    "ResponseReceived",
+    "SasOutcome",
+    "SasVerdict",
     "ServerWebSocket",
     "ServiceControlChannel",
     "ServiceHttpRendezvous",
+    "TokenRenewed",
     "add_via",
+    "ascii_lower",
     "check_listener_response",
+    "create_rendezvous_uri",
     "forwarded_connect_headers",
     "forwarded_request_headers",
     "listener_reject_status",
+    "normalize_namespace",
     "relayed_close",
     "request_fits_inline",
     "request_token",
+    "strip_relay_query",
+    "validate_entity_path",
+    "verify_sas_token",
 ]
 
 RELAY_CONFIG = ChannelConfig()

@@ -12,7 +12,8 @@ from contextlib import contextmanager, suppress
 import anyio
 import anyio.abc
 
-from hyco_core import HttpServer, RemoteEndpoint
+from hyco_core import RemoteEndpoint
+from hyco_core.service import HttpServer
 from hyco_transports.pump import STREAM_ERRORS
 
 from .config import RelayConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from urllib.parse import parse_qsl
 
-from hyco_core import IncomingRequest, SasOutcome, request_token, verify_sas_token
+from hyco_core.service import IncomingRequest, SasOutcome, request_token, verify_sas_token
 
 from .config import EntityConfig, NamespaceConfig, RelayConfig, Right
 from .incoming import Incoming

@@ -13,16 +13,19 @@ import anyio.abc
 
 from hyco_core import (
     HOP_BY_HOP_HEADERS,
-    BodyEnd,
-    BodyPiece,
     ChannelState,
     Event,
     Headers,
+    Request,
+    Response,
+    reason_phrase,
+)
+from hyco_core.service import (
+    BodyEnd,
+    BodyPiece,
     HttpServer,
     IncomingRequest,
     ListenerResponseError,
-    Request,
-    Response,
     ResponseBodyReceived,
     ResponseReceived,
     ServiceHttpRendezvous,
@@ -30,7 +33,6 @@ from hyco_core import (
     check_listener_response,
     create_rendezvous_uri,
     forwarded_request_headers,
-    reason_phrase,
     request_fits_inline,
 )
 from hyco_transports.pump import ChannelSocket

@@ -8,17 +8,14 @@ from dataclasses import dataclass
 import anyio
 import anyio.abc
 
-from hyco_core import (
+from hyco_core import InvalidUrlError, RelayUrl, RemoteEndpoint, parse_relay_url
+from hyco_core.service import (
     BodyEnd,
     BodyPiece,
     HttpServer,
     IncomingRequest,
-    InvalidUrlError,
-    RelayUrl,
-    RemoteEndpoint,
     forwarded_connect_headers,
     normalize_namespace,
-    parse_relay_url,
 )
 from hyco_transports.pump import READ_SIZE
 

@@ -10,8 +10,8 @@ from contextlib import suppress
 
 import anyio
 
-from hyco_core import (
-    Event,
+from hyco_core import Event
+from hyco_core.service import (
     ResponseReceived,
     ServiceControlChannel,
     TokenRenewed,

@@ -8,7 +8,7 @@ from xml.sax.saxutils import escape as xml_escape
 import anyio
 import anyio.abc
 
-from hyco_core import HttpServer, IncomingRequest
+from hyco_core.service import HttpServer, IncomingRequest
 from hyco_transports.pump import STREAM_ERRORS
 
 from .authorization import authorize, operations_token, query_parameters, verify, verify_namespace

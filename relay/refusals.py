@@ -18,16 +18,18 @@ import anyio
 import anyio.abc
 
 from hyco_core import (
+    InvalidUrlError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    reason_phrase,
+    redact_url,
+)
+from hyco_core.service import (
     HttpServer,
     IncomingRequest,
     InvalidRequestError,
-    InvalidUrlError,
     ListenerResponseError,
-    LocalProtocolError,
-    RemoteProtocolError,
     normalize_namespace,
-    reason_phrase,
-    redact_url,
 )
 from hyco_transports.pump import READ_SIZE, STREAM_ERRORS
 

@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from hyco_core import ChannelState, Headers, ServiceControlChannel, ascii_lower
+from hyco_core import ChannelState, Headers
+from hyco_core.service import ServiceControlChannel, ascii_lower
 from hyco_transports.pump import ChannelSocket
 
 from .config import EntityConfig, NamespaceConfig

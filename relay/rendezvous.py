@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.abc
 
-from hyco_core import Event, HttpServer, IncomingRequest, Response
+from hyco_core import Event, Response
+from hyco_core.service import HttpServer, IncomingRequest
 from hyco_transports.pump import ChannelSocket
 
 

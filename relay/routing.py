@@ -7,7 +7,8 @@ from urllib.parse import parse_qs
 
 import anyio.abc
 
-from hyco_core import HttpServer, IncomingRequest, RemoteEndpoint
+from hyco_core import RemoteEndpoint
+from hyco_core.service import HttpServer, IncomingRequest
 
 from .authorization import operations_token, verify_namespace
 from .context import RelayContext

@@ -32,7 +32,8 @@ import anyio
 import anyio.abc
 from anyio.streams.tls import TLSStream
 
-from hyco_core import HttpServer, InvalidRequestError, RemoteEndpoint, RemoteProtocolError
+from hyco_core import RemoteEndpoint, RemoteProtocolError
+from hyco_core.service import HttpServer, InvalidRequestError
 from hyco_transports.pump import STREAM_ERRORS, Clock
 
 from .admission import Admission, ConnectionRates, half_the_descriptors, turn_away

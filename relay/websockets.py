@@ -9,20 +9,15 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from hyco_core import (
-    Accept,
-    ChannelClosed,
-    ChannelState,
-    Event,
+from hyco_core import Accept, ChannelClosed, ChannelState, Event, MessageReceived, reason_phrase
+from hyco_core.service import (
     ListenerResponseError,
-    MessageReceived,
     PingReceived,
     PongReceived,
     ServerWebSocket,
     create_rendezvous_uri,
     forwarded_connect_headers,
     listener_reject_status,
-    reason_phrase,
     relayed_close,
 )
 from hyco_transports.pump import ChannelSocket

@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hyco_core import parse_connection_string, parse_sas_token, verify_sas_token
+from hyco_core import parse_connection_string, parse_sas_token
+from hyco_core.service import verify_sas_token
 from hyco_transports.httpx import RelayAuth
 from tests.cli import hyco_relay, run_hyco, start_hyco, stop
 

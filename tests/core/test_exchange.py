@@ -35,10 +35,10 @@ from hyco_core import (
     create_relay_token,
     decode_message,
     reject_connection,
-    strip_relay_query,
 )
 from hyco_core._wire import FrameMessage
 from hyco_core.events import Event
+from hyco_core.service import strip_relay_query
 
 from .scripted_relay import NONCE, ScriptedRelay, flush
 

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import hyco_core
 from hyco_core import (
     Accept,
     AcceptRequested,
@@ -17,14 +16,9 @@ from hyco_core import (
     ControlChannel,
     Headers,
     HttpRendezvous,
-    HttpServer,
-    IncomingRequest,
-    ListenerResponseError,
     LocalProtocolError,
     MessageReceived,
     Opened,
-    PingReceived,
-    PongReceived,
     RelayedWebSocket,
     RemoteEndpoint,
     RemoteProtocolError,
@@ -33,24 +27,33 @@ from hyco_core import (
     RequestBodyReceived,
     RequestReceived,
     Response,
+    UnknownContentIgnored,
+    WebSocketChannel,
+    decode_message,
+    encode_message,
+)
+from hyco_core.events import Event
+from hyco_core.service import (
+    HttpServer,
+    IncomingRequest,
+    ListenerResponseError,
+    PingReceived,
+    PongReceived,
     ResponseBodyReceived,
     ResponseReceived,
     ServerWebSocket,
     ServiceControlChannel,
     ServiceHttpRendezvous,
     TokenRenewed,
-    UnknownContentIgnored,
-    WebSocketChannel,
     add_via,
     check_listener_response,
-    decode_message,
-    encode_message,
     forwarded_connect_headers,
     forwarded_request_headers,
     listener_reject_status,
+    relayed_close,
+    request_fits_inline,
     request_token,
 )
-from hyco_core.events import Event
 
 from .scripted_relay import NONCE
 
@@ -544,7 +547,7 @@ def test_a_reject_description_with_a_line_break_is_refused() -> None:
 def test_a_relayed_close_passes_on_but_never_claims_a_lost_side_ended_well(
     closed: tuple[int, str], relayed: tuple[int, str]
 ) -> None:
-    assert hyco_core.relayed_close(*closed) == relayed
+    assert relayed_close(*closed) == relayed
 
 
 def _plain_request(head: bytes) -> IncomingRequest:
@@ -573,7 +576,7 @@ def test_a_request_goes_inline_only_with_a_known_small_body_and_small_headers(
         b"POST /hc1 HTTP/1.1\r\nHost: r\r\n" + framing + b"X-Big: " + b"a" * header + b"\r\n\r\n"
     )
     forwarded = forwarded_request_headers(request.headers, token_header=None)
-    assert hyco_core.request_fits_inline(request, forwarded) is inline
+    assert request_fits_inline(request, forwarded) is inline
 
 
 def test_a_repeated_content_length_is_not_taken_for_a_small_body() -> None:
@@ -585,7 +588,7 @@ def test_a_repeated_content_length_is_not_taken_for_a_small_body() -> None:
         subprotocols=(),
         http_version="1.1",
     )
-    assert not hyco_core.request_fits_inline(repeated, Headers())
+    assert not request_fits_inline(repeated, Headers())
 
 
 def test_a_control_channel_closes_with_1008_when_the_newest_token_expires() -> None:

@@ -19,16 +19,14 @@ from fuzz.inputs import websocket_upgrade
 from fuzz.targets import MARKER, TARGETS, Target, check, fuzz_http_server
 from hyco_conformance.harness import ROOT_KEY, relay_config
 from hyco_core import (
-    HttpServer,
     HycoError,
-    IncomingRequest,
     InvalidUrlError,
     LocalProtocolError,
     RemoteProtocolError,
     create_relay_token,
     relay_token_resource,
-    verify_sas_token,
 )
+from hyco_core.service import HttpServer, IncomingRequest, verify_sas_token
 from hyco_relay.config import ConfigError, parse_config
 from hyco_relay.server import serve_relay
 from hyco_transports.anyio import HttpRequest, HttpResponse, Listener

@@ -25,8 +25,8 @@ from hyco_core import (
     RelayTimeoutError,
     parse_relay_url,
     parse_sas_token,
-    verify_sas_token,
 )
+from hyco_core.service import verify_sas_token
 from hyco_relay.config import parse_config
 from hyco_relay.server import Relay, serve_relay
 from hyco_relay.tls import client_ssl_context, ensure_development_certificates, server_ssl_context

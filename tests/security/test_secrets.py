@@ -40,8 +40,8 @@ from hyco_core import (
     encode_component,
     parse_connection_string,
     parse_sas_token,
-    verify_sas_token,
 )
+from hyco_core.service import verify_sas_token
 from hyco_core.timing import Backoff
 from hyco_relay.config import parse_config
 from hyco_relay.server import Relay, serve_relay

@@ -14,8 +14,8 @@ from hyco_core import (
     InvalidTokenError,
     create_sas_token,
     parse_sas_token,
-    verify_sas_token,
 )
+from hyco_core.service import verify_sas_token
 from hyco_transports.anyio import connect
 from hyco_transports.auth import (
     ENTRA_SCOPE,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from hyco_core import parse_sas_token, verify_sas_token
+from hyco_core import parse_sas_token
+from hyco_core.service import verify_sas_token
 from hyco_transports.auth import RelayEndpoint, SasKeyTokenProvider
 from hyco_transports.httpx import RelayAuth
 

@@ -12,14 +12,8 @@ import anyio
 import anyio.abc
 import pytest
 
-from hyco_core import (
-    ChannelClosed,
-    ChannelConfig,
-    Event,
-    KeepAlive,
-    RelayTimeoutError,
-    ServerWebSocket,
-)
+from hyco_core import ChannelClosed, ChannelConfig, Event, KeepAlive, RelayTimeoutError
+from hyco_core.service import ServerWebSocket
 from hyco_transports.pump import ChannelSocket, Clock, LazyEvent, MessageQueue
 
 pytestmark = pytest.mark.anyio
