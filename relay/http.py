@@ -31,7 +31,6 @@ from hyco_core.service import (
     ServiceHttpRendezvous,
     add_via,
     check_listener_response,
-    create_rendezvous_uri,
     forwarded_request_headers,
     request_fits_inline,
 )
@@ -99,15 +98,8 @@ async def _forward_request(
     request_id = secrets.token_urlsafe(24)
     headers = forwarded_request_headers(request.headers, token_header=token_header)
     target = f"/{entity.name}{url.suffix}" + (f"?{url.query}" if url.query else "")
-    public = relay.public_address(namespace)
     message = Request(
-        address=create_rendezvous_uri(
-            public.authority,
-            entity.name,
-            action="request",
-            rendezvous_id=request_id,
-            secure=public.secure,
-        ),
+        address=relay.public_address(namespace).rendezvous(entity.name, "request", request_id),
         id=request_id,
         request_target=target,
         method=request.method,

@@ -15,7 +15,6 @@ from hyco_core.service import (
     PingReceived,
     PongReceived,
     ServerWebSocket,
-    create_rendezvous_uri,
     forwarded_connect_headers,
     listener_reject_status,
     relayed_close,
@@ -68,15 +67,8 @@ async def _offer(
     rendezvous_id = secrets.token_urlsafe(24)
     pending = PendingAccept(offered=incoming.request.subprotocols, expires_at=expires_at)
     key = (*registry_key(namespace, entity), rendezvous_id)
-    public = relay.public_address(namespace)
-    address = create_rendezvous_uri(
-        public.authority,
-        entity.name,
-        action="accept",
-        rendezvous_id=rendezvous_id,
-        suffix=url.suffix,
-        query=url.query,
-        secure=public.secure,
+    address = relay.public_address(namespace).rendezvous(
+        entity.name, "accept", rendezvous_id, suffix=url.suffix, query=url.query
     )
     relay.registry.accepts[key] = pending
     listener.accepts.add(pending)

@@ -10,7 +10,7 @@ from typing import Any
 
 from hyco_core.errors import HycoError, InvalidUrlError
 from hyco_core.names import ascii_lower as _fold
-from hyco_core.uris import normalize_namespace
+from hyco_core.uris import create_rendezvous_uri, normalize_namespace
 
 __all__ = [
     "SETTINGS",
@@ -149,6 +149,21 @@ class PublicAddress:
         else:
             scheme = "https" if self.secure else "http"
         return f"{scheme}://{self.authority}{path}"
+
+    def rendezvous(
+        self, entity: str, action: str, rendezvous_id: str, *, suffix: str = "", query: str = ""
+    ) -> str:
+        """Where a listener of ``entity`` meets a sender (``action`` ``accept``) or reads an
+        HTTP request (``request``), at this address."""
+        return create_rendezvous_uri(
+            self.authority,
+            entity,
+            action=action,
+            rendezvous_id=rendezvous_id,
+            suffix=suffix,
+            query=query,
+            secure=self.secure,
+        )
 
 
 _PUBLIC_SCHEMES = {"wss": True, "https": True, "sb": True, "ws": False, "http": False}
