@@ -93,9 +93,19 @@ from .http import (
     fits_inline,
 )
 
-# A listener's reconnect policy and status.
+# A listener's reconnect policy and status, and every decision of its life.
 from .lifecycle import (
     ListenerLifecycle,
+)
+from .listener import (
+    AnswerRequest,
+    DefaultAnswer,
+    ListenerSupervisor,
+    OfferSender,
+    RefreshToken,
+    ServeRendezvous,
+    Work,
+    tracking_id_from,
 )
 
 # The control messages and their codec, which both roles speak.
@@ -161,6 +171,7 @@ __all__ = [
     "Accept",
     "AcceptContext",
     "AcceptRequested",
+    "AnswerRequest",
     "AuthorizationError",
     "Backoff",
     "CertificateError",
@@ -174,6 +185,7 @@ __all__ = [
     "ControlChannel",
     "ControlMessage",
     "Decoded",
+    "DefaultAnswer",
     "EndpointNotFoundError",
     "Event",
     "HandshakeRefused",
@@ -186,13 +198,16 @@ __all__ = [
     "ListenerLifecycle",
     "ListenerStatus",
     "ListenerStatusChanged",
+    "ListenerSupervisor",
     "ListenerUnavailableError",
     "LocalProtocolError",
     "MessageAssembly",
     "MessageReceived",
+    "OfferSender",
     "Opened",
     "Phase",
     "QuotaExceededError",
+    "RefreshToken",
     "RejectChannel",
     "RejectDelivered",
     "RejectedError",
@@ -210,12 +225,14 @@ __all__ = [
     "RequestReceived",
     "Response",
     "SasToken",
+    "ServeRendezvous",
     "TextCollector",
     "TokenRenewalDue",
     "TooManyRequestsError",
     "UnknownContentIgnored",
     "UnknownMessage",
     "WebSocketChannel",
+    "Work",
     "__version__",
     "accept_connection",
     "append_relay_token",
@@ -243,5 +260,6 @@ __all__ = [
     "renewal_time",
     "response_head",
     "split_request_target",
+    "tracking_id_from",
     "tracking_id_of",
 ]

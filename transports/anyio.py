@@ -25,7 +25,7 @@ import ssl
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import TracebackType
 from urllib.parse import urlsplit
 
@@ -35,17 +35,17 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from anyio.streams.tls import TLSStream
 
 from hyco_core import (
-    INLINE_BODY_LIMIT,
     RENDEZVOUS_CONFIG,
     Accept,
     AcceptContext,
-    AcceptRequested,
+    AnswerRequest,
     ChannelClosed,
     ChannelConfig,
     ChannelState,
     ConnectionClosed,
     ConnectionLostError,
     ControlChannel,
+    DefaultAnswer,
     Event,
     HandshakeRefused,
     Headers,
@@ -53,31 +53,32 @@ from hyco_core import (
     HycoError,
     InvalidUrlError,
     KeepAlive,
-    ListenerLifecycle,
     ListenerStatus,
     ListenerStatusChanged,
+    ListenerSupervisor,
     LocalProtocolError,
     MessageAssembly,
     MessageReceived,
+    OfferSender,
     Opened,
+    RefreshToken,
     RejectDelivered,
     RelayedWebSocket,
     RemoteEndpoint,
     RemoteProtocolError,
-    RendezvousRequested,
     Request,
     RequestBodyReceived,
     RequestReceived,
     Response,
-    TokenRenewalDue,
+    ServeRendezvous,
     UnknownContentIgnored,
     WebSocketChannel,
     accept_connection,
-    create_relay_listen_uri,
     create_relay_send_uri,
     reject_connection,
     response_head,
     split_request_target,
+    tracking_id_from,
 )
 from hyco_core.timing import Backoff
 
@@ -495,12 +496,17 @@ class Listener:
         self._request_handler = request_handler
         self._on_status = on_status
         self._ssl_context = ssl_context
-        self._keepalive = keepalive or KeepAlive()
-        # Accepted WebSockets and HTTP rendezvous: the kernel's timeouts, this keep-alive.
-        self._rendezvous_config = replace(RENDEZVOUS_CONFIG, keepalive=self._keepalive)
-        self.tracking_id = tracking_id or str(os.urandom(16).hex())
+        self._supervisor = ListenerSupervisor(
+            namespace=endpoint.namespace,
+            path=endpoint.path,
+            secure=endpoint.secure,
+            tracking_id=tracking_id or tracking_id_from(os.urandom(16)),
+            serves_http=request_handler is not None,
+            keepalive=keepalive,
+            backoff=backoff,
+        )
+        self.tracking_id = self._supervisor.tracking_id
         self._max_message_size = max_message_size
-        self._lifecycle = ListenerLifecycle(backoff or Backoff(jitter=0.1))
         sender, receiver = anyio.create_memory_object_stream[WebSocket](accept_queue)
         self._accepted: MemoryObjectSendStream[WebSocket] = sender
         self._connections: MemoryObjectReceiveStream[WebSocket] = receiver
@@ -511,8 +517,7 @@ class Listener:
         self._first_outcome = anyio.Event()
         self._closing = anyio.Event()
         self._ended = anyio.Event()
-        self._inline_in_flight = 0
-        self._inline_done = anyio.Event()
+        self._answers_sent = anyio.Event()  # set once every inline request is answered
 
     @classmethod
     def from_connection_string(
@@ -526,11 +531,11 @@ class Listener:
 
     @property
     def status(self) -> ListenerStatus:
-        return self._lifecycle.status
+        return self._supervisor.status
 
     @property
     def last_error(self) -> HycoError | None:
-        return self._lifecycle.last_error
+        return self._supervisor.last_error
 
     async def __aenter__(self) -> Listener:
         self._tasks = anyio.create_task_group()
@@ -583,24 +588,25 @@ class Listener:
         return await self._connections.receive()
 
     async def close(self) -> None:
-        """Go offline: no new connections; in-flight responses and connections continue."""
-        if self._closing.is_set():
+        """Go offline: no new connections; in-flight responses and connections continue.
+
+        Work the relay still announces is declined with 503. The control channel stays open
+        until the requests that arrived on it are answered, as their answers travel on it.
+        """
+        if not self._supervisor.close():
             return
         self._closing.set()
-        self._lifecycle.close()
         self._notify()
         self._accepted.close()
-        if self._inline_in_flight:
-            # Their answers go out on the control channel: keep it until they are sent.
-            self._inline_done = anyio.Event()
-            with anyio.move_on_after(60):
-                await self._inline_done.wait()
+        if not self._supervisor.control_may_close:
+            with anyio.move_on_after(ListenerSupervisor.REQUEST_TIMEOUT):
+                await self._answers_sent.wait()
         while True:
             try:
                 unclaimed = self._connections.receive_nowait()
             except (anyio.WouldBlock, anyio.EndOfStream):
                 break
-            await unclaimed.close(1001, "The listener closed")
+            await unclaimed.close(*ListenerSupervisor.UNCLAIMED)
         control = self._control
         if control is not None:
             await control.release(1000, "listener closed")
@@ -620,91 +626,100 @@ class Listener:
             timekeeping.cancel_scope.cancel()
 
     async def _stay_online(self) -> None:
+        try:
+            await self._connect_and_reconnect()
+        finally:
+            # However the listener's life ends: an open that waits hears the outcome, and
+            # iteration over accepted connections ends.
+            self._first_outcome.set()
+            self._accepted.close()
+
+    async def _connect_and_reconnect(self) -> None:
+        supervisor = self._supervisor
         while not self._closing.is_set():
-            self._lifecycle.connecting()
+            supervisor.connecting()
             self._notify()
             error: HycoError | None
             try:
-                self._control = await self._open_control()
+                control, leftover = await self._open_control()
             except HycoError as failure:
                 error = failure
             else:
-                self._lifecycle.online()
+                if not supervisor.online():  # closed while it opened
+                    await control.release(1000, "listener closed")
+                    await _close(control.stream)
+                    return
+                self._control = control
                 self._notify()
                 self._first_outcome.set()
-                closed = await self._serve_control(self._control)
+                closed = await self._serve_control(control, leftover)
                 error = closed.error if closed else None
-                if self._closing.is_set():
-                    return
-                error = error or ConnectionLostError("the relay closed the control channel")
-            delay = self._lifecycle.lost(error, random_fraction=random.random())  # noqa: S311
+            delay = supervisor.lost(error, random_fraction=random.random())  # noqa: S311
             self._notify()
             if delay is None:
-                self._first_outcome.set()
-                self._accepted.close()
                 return
-            logger.warning("listener offline (%s); reconnecting in %.1f s", error, delay)
-            await anyio.sleep(delay)
+            logger.warning("listener offline (%s); reconnecting in %.1f s", self.last_error, delay)
+            with anyio.move_on_after(delay):
+                await self._closing.wait()
 
-    async def _open_control(self) -> ChannelSocket:
-        token = await _token(self.endpoint.token_provider, self.endpoint.resource)
-        url = create_relay_listen_uri(
-            self.endpoint.namespace,
-            self.endpoint.path,
-            tracking_id=self.tracking_id,
-            secure=self.endpoint.secure,
-        )
-        channel = ControlChannel(
-            url=url,
+    async def _open_control(self) -> tuple[ChannelSocket, list[Event]]:
+        token = await self._token()
+        channel = self._supervisor.control_channel(
+            token.token if token else None,
+            _monotonic_expiry(token),
             now=time.monotonic(),
             nonce=os.urandom(16),
-            token=token.token if token else None,
-            token_expires_at=_monotonic_expiry(token),
-            config=ChannelConfig(keepalive=self._keepalive),
         )
         socket, _opened, leftover = await _open(
-            url, channel, ssl_context=self._ssl_context, timeout=70.0
+            self._supervisor.control_url, channel, ssl_context=self._ssl_context, timeout=70.0
         )
-        for event in leftover:
-            await self._on_control_event(event)
-        return socket
+        return socket, leftover
 
-    async def _serve_control(self, socket: ChannelSocket) -> ChannelClosed | None:
+    async def _token(self) -> RelayToken | None:
+        try:
+            return await _token(self.endpoint.token_provider, self.endpoint.resource)
+        except Exception as error:
+            raise self._supervisor.token_failure(error) from error
+
+    async def _serve_control(
+        self, socket: ChannelSocket, leftover: list[Event]
+    ) -> ChannelClosed | None:
         closed: list[ChannelClosed] = []
 
         async def on_event(event: Event) -> None:
             if isinstance(event, ChannelClosed):
                 closed.append(event)
             else:
-                await self._on_control_event(event)
+                self._on_control_event(event)
 
         try:
+            for event in leftover:
+                await on_event(event)
             await socket.run(on_event)
         finally:
             await _close(socket.stream)
         return closed[0] if closed else None
 
-    async def _on_control_event(self, event: Event) -> None:
-        work = self._work
-        assert work is not None
-        if self._closing.is_set() and isinstance(event, AcceptRequested | RequestReceived):
-            work.start_soon(_contained, self._decline, event)
-        elif isinstance(event, AcceptRequested):
-            work.start_soon(_contained, self._handle_accept, event.accept)
-        elif isinstance(event, RequestReceived):
-            work.start_soon(_contained, self._answer_inline, event.request, event.body or b"")
-        elif isinstance(event, RendezvousRequested):
-            work.start_soon(_contained, self._serve_http_rendezvous, event.request)
-        elif isinstance(event, TokenRenewalDue):
-            work.start_soon(_contained, self._renew)
+    def _on_control_event(self, event: Event) -> None:
+        tasks = self._work
+        assert tasks is not None
+        work = self._supervisor.dispatch(event)
+        if isinstance(work, OfferSender):
+            tasks.start_soon(_contained, self._handle_accept, work.accept, work.refusal)
+        elif isinstance(work, AnswerRequest):
+            tasks.start_soon(_contained, self._answer_inline, work)
+        elif isinstance(work, ServeRendezvous):
+            tasks.start_soon(_contained, self._serve_http_rendezvous, work.request)
+        elif isinstance(work, RefreshToken):
+            tasks.start_soon(_contained, self._renew)
         elif isinstance(event, UnknownContentIgnored):
             logger.debug("ignored %.100s from the relay %.200s", event.kind, event.fields)
 
     async def _renew(self) -> None:
         control = self._control
         try:
-            token = await _token(self.endpoint.token_provider, self.endpoint.resource)
-        except Exception:
+            token = await self._token()
+        except HycoError:
             logger.exception("could not get a fresh token; the relay will close at expiry")
             return
         if control is None or token is None or control.channel.state is not ChannelState.OPEN:
@@ -715,15 +730,18 @@ class Listener:
         await control.flush()
 
     def _notify(self) -> None:
-        for event in self._lifecycle.events():
+        for event in self._supervisor.status_changes():
             logger.info("listener %s: %s", self.endpoint.path, event.status.value)
             if self._on_status is not None:
-                self._on_status(event)
+                try:
+                    self._on_status(event)
+                except Exception:
+                    logger.exception("the on_status handler failed")
 
     # -- accepting WebSockets ----------------------------------------------------------------
 
-    async def _handle_accept(self, accept: Accept, *, decided: AcceptContext | None = None) -> None:
-        websocket = await self._open_accepted(accept, decided)
+    async def _handle_accept(self, accept: Accept, refusal: tuple[int, str] | None) -> None:
+        websocket = await self._open_accepted(accept, refusal)
         if websocket is None:
             return
         if self._connection_handler is not None:
@@ -735,7 +753,7 @@ class Listener:
             except Exception:
                 # One connection's failure must not take the listener down.
                 logger.exception("the connection handler failed; closing with 1011")
-                code, reason = 1011, "The listener failed"
+                code, reason = ListenerSupervisor.CONNECTION_HANDLER_FAILED
             finally:
                 with anyio.CancelScope(shield=True):
                     await websocket.close(code, reason)
@@ -743,24 +761,26 @@ class Listener:
         try:
             await self._accepted.send(websocket)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            await websocket.close(1001, "listener closed")
+            await websocket.close(*ListenerSupervisor.UNCLAIMED)
 
     async def _open_accepted(
-        self, accept: Accept, decided: AcceptContext | None
+        self, accept: Accept, refusal: tuple[int, str] | None
     ) -> WebSocket | None:
         """Decide, then open the rendezvous (or reject it); an accepted WebSocket comes back
         with its reader running. Nothing of the handshake outlives this call."""
         try:
-            context = decided or AcceptContext(accept)
+            context = AcceptContext(accept)
         except InvalidUrlError as error:  # the relay's address is unusable: nothing to answer
             logger.warning("could not complete the rendezvous for %s: %s", accept.id, error)
             return None
-        if decided is None and self._accept_handler is not None:
+        if refusal is not None:
+            context.reject(*refusal)
+        elif self._accept_handler is not None:
             try:
                 await self._accept_handler(context)
             except Exception:
                 logger.exception("the accept handler failed; rejecting with 502")
-                context.reject(502, "The listener failed to handle the connection")
+                context.reject(*ListenerSupervisor.ACCEPT_HANDLER_FAILED)
         try:
             if context.rejection is not None:
                 status, description = context.rejection
@@ -784,7 +804,7 @@ class Listener:
                 subprotocol=context.subprotocol,
                 now=time.monotonic(),
                 nonce=os.urandom(16),
-                config=self._rendezvous_config,
+                config=self._supervisor.rendezvous_config,
             )
             socket, opened, leftover = await _open(
                 accept.address,
@@ -807,47 +827,27 @@ class Listener:
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    async def _decline(self, event: AcceptRequested | RequestReceived) -> None:
-        """Work announced while the listener closes is turned away with 503."""
-        if isinstance(event, AcceptRequested):
-            context = AcceptContext(event.accept)
-            context.reject(503, "The listener is closing")
-            await self._handle_accept(event.accept, decided=context)
-            return
-        control = self._control
-        if control is not None and control.channel.state is ChannelState.OPEN:
-            channel = control.channel
-            assert isinstance(channel, ControlChannel)
-            channel.send_response(
-                Response(
-                    request_id=event.request.id or "",
-                    status_code=503,
-                    status_description="The listener is closing",
-                ),
-            )
-            await control.flush()
-
-    async def _answer_inline(self, request: Request, body: bytes) -> None:
-        self._inline_in_flight += 1
+    async def _answer_inline(self, work: AnswerRequest) -> None:
         try:
-            await self._answer_inline_now(request, body)
+            await self._answer_inline_now(work)
         finally:
-            self._inline_in_flight -= 1
-            if not self._inline_in_flight:
-                self._inline_done.set()
+            if self._supervisor.answered():
+                self._answers_sent.set()
 
-    async def _answer_inline_now(self, request: Request, body: bytes) -> None:
-        http_request = self._http_request(request, body=body)
-        response = await self._respond(http_request)
+    async def _answer_inline_now(self, work: AnswerRequest) -> None:
+        request = work.request
+        http_request = self._http_request(request, body=work.body)
+        response = await self._respond(http_request, work.default)
         control = self._control
         if control is None:
             return
         head = _response_head(request, response)
-        if isinstance(response.body, bytes) and len(response.body) <= INLINE_BODY_LIMIT:
+        inline = response.body if isinstance(response.body, bytes) else None
+        if self._supervisor.answers_inline(inline):
             channel = control.channel
             assert isinstance(channel, ControlChannel)
             if channel.state is ChannelState.OPEN:
-                channel.send_response(head, response.body)
+                channel.send_response(head, inline or b"")
                 await control.flush()
             return
         # Too large for the control channel: answer over a rendezvous, then keep serving the
@@ -865,7 +865,7 @@ class Listener:
             now=time.monotonic(),
             nonce=os.urandom(16),
             request=announced if answer is not None else None,
-            config=self._rendezvous_config,
+            config=self._supervisor.rendezvous_config,
         )
         try:
             socket, _, leftover = await _open(
@@ -890,8 +890,14 @@ class Listener:
                 if event.body is None:
                     pieces, receiver = anyio.create_memory_object_stream[bytes](4)
                 http_request = self._http_request(event.request, body=event.body, pieces=receiver)
+                default = self._supervisor.default_answer()
                 work.start_soon(
-                    _contained, self._answer_on_rendezvous, socket, event.request, http_request
+                    _contained,
+                    self._answer_on_rendezvous,
+                    socket,
+                    event.request,
+                    http_request,
+                    default,
                 )
             elif isinstance(event, RequestBodyReceived) and pieces is not None:
                 if event.data:
@@ -912,9 +918,13 @@ class Listener:
             await _close(socket.stream)
 
     async def _answer_on_rendezvous(
-        self, socket: ChannelSocket, request: Request, http_request: HttpRequest
+        self,
+        socket: ChannelSocket,
+        request: Request,
+        http_request: HttpRequest,
+        default: DefaultAnswer | None,
     ) -> None:
-        response = await self._respond(http_request)
+        response = await self._respond(http_request, default)
         channel = socket.channel
         assert isinstance(channel, HttpRendezvous)
         try:
@@ -926,14 +936,17 @@ class Listener:
             if http_request._pieces is not None:
                 http_request._pieces.close()
 
-    async def _respond(self, request: HttpRequest) -> HttpResponse:
-        if self._request_handler is None:
-            return HttpResponse(501, body=b"This listener does not accept HTTP requests.")
-        try:
-            return await self._request_handler(request)
-        except Exception:
-            logger.exception("the request handler failed on %s %s", request.method, request.path)
-            return HttpResponse(500, body=b"")
+    async def _respond(self, request: HttpRequest, default: DefaultAnswer | None) -> HttpResponse:
+        if default is None and self._request_handler is not None:
+            try:
+                return await self._request_handler(request)
+            except Exception:
+                logger.exception(
+                    "the request handler failed on %s %s", request.method, request.path
+                )
+                default = ListenerSupervisor.HANDLER_FAILED
+        answer = default or ListenerSupervisor.NOT_SERVED
+        return HttpResponse(answer.status, body=answer.body, reason=answer.reason)
 
     def _http_request(
         self,
@@ -950,7 +963,7 @@ class Listener:
             query=query,
             headers=request.request_headers,
             remote_endpoint=request.remote_endpoint,
-            deadline=time.monotonic() + 60.0,
+            deadline=ListenerSupervisor.request_deadline(time.monotonic()),
             _body=body,
             _pieces=pieces,
         )

@@ -1,0 +1,296 @@
+"""A listener's decisions, made once for every transport.
+
+A transport does a listener's I/O: it opens the sockets, fetches tokens, runs the application's
+handlers in tasks or threads, keeps time. One :class:`ListenerSupervisor` per listener decides
+everything else, across all the control channels of the listener's life:
+
+- when to connect and to reconnect (:class:`~hyco_core.lifecycle.ListenerLifecycle`: the first
+  open fails fast, later losses are retried on the backoff schedule, a deleted hybrid
+  connection ends it) and the status the program hears;
+- the control channel to open: its address carrying the listener's tracking id, its token, its
+  timeouts and keep-alive, and those of every rendezvous;
+- what a token provider's failure is (:class:`~hyco_core.errors.AuthorizationError`);
+- what each piece of work the relay announces becomes (:meth:`~ListenerSupervisor.dispatch`):
+  a sender offered to the accept handler, or refused with 503 while the listener closes; a
+  request to answer, with the default answer when there is one (503 while closing, 501 without
+  a request handler); a rendezvous to serve; a token to renew;
+- whether an answer travels inline on the control channel or over a rendezvous, and each HTTP
+  request's deadline;
+- when the control channel may close once the listener is closing: after every request that
+  arrived on it is answered, since the answers travel on it.
+
+Time and randomness come in as arguments; nothing here does I/O.
+
+The answers and close codes a listener uses without asking the application are named on
+:class:`ListenerSupervisor` too, so that every transport words them alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+from .channel import RENDEZVOUS_CONFIG, ChannelConfig
+from .control import ControlChannel
+from .errors import AuthorizationError, ConnectionLostError, HycoError
+from .events import (
+    AcceptRequested,
+    Event,
+    ListenerStatus,
+    ListenerStatusChanged,
+    RendezvousRequested,
+    RequestReceived,
+    TokenRenewalDue,
+)
+from .http import fits_inline
+from .lifecycle import ListenerLifecycle
+from .messages import Accept, Request
+from .timing import Backoff, KeepAlive
+from .uris import create_relay_listen_uri
+
+__all__ = [
+    "AnswerRequest",
+    "DefaultAnswer",
+    "ListenerSupervisor",
+    "OfferSender",
+    "RefreshToken",
+    "ServeRendezvous",
+    "Work",
+    "tracking_id_from",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class DefaultAnswer:
+    """An HTTP answer a listener gives without asking the application."""
+
+    status: int
+    body: bytes
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OfferSender:
+    """Run the accept handler for this sender, unless ``refusal`` already decides (the listener
+    is closing): then reject the rendezvous with it."""
+
+    accept: Accept
+    refusal: tuple[int, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerRequest:
+    """Answer a request that came on the control channel: with ``default`` when there is one,
+    else with the request handler's response. Report it with
+    :meth:`ListenerSupervisor.answered` once sent (or given up)."""
+
+    request: Request
+    body: bytes
+    default: DefaultAnswer | None
+
+
+@dataclass(frozen=True, slots=True)
+class ServeRendezvous:
+    """Open this request's rendezvous and serve the exchanges on it until the relay closes it;
+    each request on it gets :meth:`ListenerSupervisor.default_answer` first."""
+
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshToken:
+    """Fetch a fresh token and renew it on the control channel (a failure is only logged: the
+    relay closes the channel at expiry, and the listener reconnects)."""
+
+
+Work = OfferSender | AnswerRequest | ServeRendezvous | RefreshToken
+
+
+def tracking_id_from(random_bytes: bytes) -> str:
+    """A listener's tracking id from 16 random bytes, in the GUID form the relay uses for its
+    own tracking ids."""
+    if len(random_bytes) != 16:
+        raise ValueError("a tracking id takes 16 random bytes")
+    text = random_bytes.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+class ListenerSupervisor:
+    """The decisions of one listener (see the module's notes); transports call it from one
+    task or under one lock."""
+
+    REQUEST_TIMEOUT: ClassVar[float] = 60.0
+    """Seconds a listener has to answer an HTTP request: the relay answers the sender 504 then."""
+    CLOSING: ClassVar[DefaultAnswer] = DefaultAnswer(
+        503, b"This listener is closing.", "The listener is closing"
+    )
+    """For a request that arrives while the listener closes; a sender then is refused with its
+    status and reason."""
+    NOT_SERVED: ClassVar[DefaultAnswer] = DefaultAnswer(
+        501, b"This listener does not accept HTTP requests."
+    )
+    """For a request to a listener without a request handler."""
+    HANDLER_FAILED: ClassVar[DefaultAnswer] = DefaultAnswer(500, b"")
+    """For a request whose handler raised."""
+    ACCEPT_HANDLER_FAILED: ClassVar[tuple[int, str]] = (
+        502,
+        "The listener failed to handle the connection",
+    )
+    """The rejection of a sender whose accept handler raised."""
+    CONNECTION_HANDLER_FAILED: ClassVar[tuple[int, str]] = (1011, "The listener failed")
+    """The close of a connection whose handler raised."""
+    UNCLAIMED: ClassVar[tuple[int, str]] = (1001, "The listener closed")
+    """The close of an accepted connection the program never took, once the listener closes."""
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        path: str,
+        secure: bool,
+        tracking_id: str,
+        serves_http: bool,
+        keepalive: KeepAlive | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.tracking_id = tracking_id
+        self._serves_http = serves_http
+        self._lifecycle = ListenerLifecycle(backoff if backoff is not None else Backoff(jitter=0.1))
+        keepalive = keepalive if keepalive is not None else KeepAlive()
+        self.control_config = ChannelConfig(keepalive=keepalive)
+        """Timeouts and keep-alive of the control channel."""
+        self.rendezvous_config = replace(RENDEZVOUS_CONFIG, keepalive=keepalive)
+        """Timeouts and keep-alive of accepted WebSockets and HTTP rendezvous."""
+        self.control_url = create_relay_listen_uri(
+            namespace, path, tracking_id=tracking_id, secure=secure
+        )
+        """The control channel's address (no token: that goes in a header)."""
+        self._closing = False
+        self._unanswered = 0
+
+    def __repr__(self) -> str:
+        return f"<ListenerSupervisor {self.status.value}>"
+
+    # -- the listener's life -----------------------------------------------------------------
+
+    @property
+    def status(self) -> ListenerStatus:
+        return self._lifecycle.status
+
+    @property
+    def last_error(self) -> HycoError | None:
+        """What took the listener offline or closed it last."""
+        return self._lifecycle.last_error
+
+    @property
+    def closing(self) -> bool:
+        """Whether the program has closed the listener."""
+        return self._closing
+
+    def status_changes(self) -> list[ListenerStatusChanged]:
+        """The status changes since the last call, for the program's status handler."""
+        return self._lifecycle.events()
+
+    def connecting(self) -> None:
+        """A connection attempt starts (fetch a token, then open :meth:`control_channel`)."""
+        self._lifecycle.connecting()
+
+    def control_channel(
+        self, token: str | None, token_expires_at: float | None, *, now: float, nonce: bytes
+    ) -> ControlChannel:
+        """The control channel to open now, with the token just fetched (its expiry on the
+        clock ``now`` is read from)."""
+        return ControlChannel(
+            url=self.control_url,
+            now=now,
+            nonce=nonce,
+            token=token,
+            token_expires_at=token_expires_at,
+            config=self.control_config,
+        )
+
+    def token_failure(self, error: Exception) -> HycoError:
+        """What a token provider's exception means: a hyco error as it is, anything else an
+        :class:`AuthorizationError` naming its type (its text may hold a secret)."""
+        if isinstance(error, HycoError):
+            return error
+        failure = AuthorizationError(f"the token provider failed ({type(error).__name__})")
+        failure.__cause__ = error
+        return failure
+
+    def online(self) -> bool:
+        """The control channel is open. ``False`` when the listener was closed meanwhile: then
+        close the channel at once, and the listener's life is over."""
+        if self._closing:
+            return False
+        self._lifecycle.online()
+        return True
+
+    def lost(self, error: HycoError | None, *, random_fraction: float) -> float | None:
+        """The control channel failed to open, or ended (``error`` ``None``: the relay closed it
+        without saying why). Returns the seconds to wait before connecting again, or ``None``
+        when the listener's life is over (:attr:`last_error` says why, unless it was closed)."""
+        if self._closing:
+            return None
+        return self._lifecycle.lost(
+            error or ConnectionLostError("the relay closed the control channel"),
+            random_fraction=random_fraction,
+        )
+
+    def close(self) -> bool:
+        """The program closes the listener; ``True`` the first time. Close the control channel
+        once :attr:`control_may_close`."""
+        if self._closing:
+            return False
+        self._closing = True
+        self._lifecycle.close()
+        return True
+
+    @property
+    def control_may_close(self) -> bool:
+        """Whether the listener is closing and every request that came on the control channel
+        has been answered."""
+        return self._closing and not self._unanswered
+
+    # -- the work the relay announces --------------------------------------------------------
+
+    def dispatch(self, event: Event) -> Work | None:
+        """What to do with an event of the control channel; ``None`` for the events that are
+        not work (the channel's own, and ignored content)."""
+        if isinstance(event, AcceptRequested):
+            closing = self.CLOSING
+            refusal = (closing.status, closing.reason or "") if self._closing else None
+            return OfferSender(event.accept, refusal)
+        if isinstance(event, RequestReceived):
+            self._unanswered += 1
+            return AnswerRequest(event.request, event.body or b"", self.default_answer())
+        if isinstance(event, RendezvousRequested):
+            return ServeRendezvous(event.request)
+        if isinstance(event, TokenRenewalDue):
+            return RefreshToken()
+        return None
+
+    def default_answer(self) -> DefaultAnswer | None:
+        """The answer for a request arriving now, if the application is not to be asked."""
+        if self._closing:
+            return self.CLOSING
+        if not self._serves_http:
+            return self.NOT_SERVED
+        return None
+
+    def answered(self) -> bool:
+        """A request of :class:`AnswerRequest` is answered (or given up). ``True`` when the
+        control channel is to close now: the listener is closing and that was the last."""
+        self._unanswered -= 1
+        return self.control_may_close
+
+    @staticmethod
+    def answers_inline(body: bytes | None) -> bool:
+        """Whether a response body (``None``: streamed) goes inline on the control channel;
+        otherwise over a rendezvous, which the relay then keeps for the sender's next requests."""
+        return fits_inline(None if body is None else len(body))
+
+    @staticmethod
+    def request_deadline(now: float) -> float:
+        """When a request arriving at ``now`` must be answered."""
+        return now + ListenerSupervisor.REQUEST_TIMEOUT

@@ -1,0 +1,269 @@
+"""The listener supervisor: every decision of a listener's life, without sockets or clocks."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hyco_core import (
+    Accept,
+    AcceptRequested,
+    AnswerRequest,
+    AuthorizationError,
+    Backoff,
+    ConnectionLostError,
+    EndpointNotFoundError,
+    Headers,
+    HycoError,
+    KeepAlive,
+    ListenerStatus,
+    ListenerSupervisor,
+    ListenerUnavailableError,
+    OfferSender,
+    RefreshToken,
+    RendezvousRequested,
+    Request,
+    RequestReceived,
+    ServeRendezvous,
+    TokenRenewalDue,
+    UnknownContentIgnored,
+    parse_relay_url,
+    tracking_id_from,
+)
+
+TRACKING_ID = "00112233-4455-6677-8899-aabbccddeeff"
+ACCEPT = Accept(
+    address="wss://ns/$hc/hc1?sb-hc-action=accept&sb-hc-id=a", id="a", connect_headers=Headers()
+)
+REQUEST = Request(
+    address="wss://ns/$hc/hc1?sb-hc-action=request&sb-hc-id=r",
+    id="r",
+    request_target="/hc1/x",
+    method="GET",
+    request_headers=Headers(),
+    body=True,
+)
+
+
+def supervisor(*, serves_http: bool = True, backoff: Backoff | None = None) -> ListenerSupervisor:
+    return ListenerSupervisor(
+        namespace="ns.servicebus.windows.net",
+        path="hc1",
+        secure=True,
+        tracking_id=TRACKING_ID,
+        serves_http=serves_http,
+        keepalive=KeepAlive(ping_interval=7.0, pong_timeout=3.0),
+        backoff=backoff or Backoff((0.0, 1.0, 2.0)),
+    )
+
+
+def online(listener: ListenerSupervisor) -> ListenerSupervisor:
+    listener.connecting()
+    assert listener.online()
+    listener.status_changes()
+    return listener
+
+
+def test_tracking_ids_take_the_guid_form() -> None:
+    assert tracking_id_from(bytes(range(16))) == "00010203-0405-0607-0809-0a0b0c0d0e0f"
+    assert re.fullmatch(
+        r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", tracking_id_from(b"\xff" * 16)
+    )
+    with pytest.raises(ValueError, match="16 random bytes"):
+        tracking_id_from(b"short")
+
+
+def test_the_control_channel_carries_the_tracking_id_token_and_keepalive() -> None:
+    listener = supervisor()
+    assert repr(listener) == "<ListenerSupervisor idle>"
+    url = parse_relay_url(listener.control_url)
+    assert (url.action, url.tracking_id, url.token) == ("listen", TRACKING_ID, None)
+    channel = listener.control_channel("SharedAccessSignature sr=x", 99.0, now=1.0, nonce=bytes(16))
+    handshake = channel.data_to_send()
+    assert b"ServiceBusAuthorization: SharedAccessSignature sr=x" in handshake
+    assert TRACKING_ID.encode() in handshake
+    assert listener.control_config.keepalive == KeepAlive(ping_interval=7.0, pong_timeout=3.0)
+    assert listener.rendezvous_config.keepalive == KeepAlive(ping_interval=7.0, pong_timeout=3.0)
+    assert listener.rendezvous_config.handshake_timeout == 20.0
+
+
+def test_a_token_providers_failure_is_an_authorization_error_that_names_no_secret() -> None:
+    listener = supervisor()
+    failure = listener.token_failure(RuntimeError("key=c2VjcmV0 is wrong"))
+    assert isinstance(failure, AuthorizationError)
+    assert "RuntimeError" in str(failure)
+    assert "c2VjcmV0" not in str(failure)
+    assert isinstance(failure.__cause__, RuntimeError)
+    typed = ConnectionLostError("gone")
+    assert listener.token_failure(typed) is typed
+
+
+def test_the_first_open_fails_fast() -> None:
+    listener = supervisor()
+    listener.connecting()
+    refused = AuthorizationError("bad key", status_code=401)
+    assert listener.lost(refused, random_fraction=0.5) is None
+    assert listener.status is ListenerStatus.CLOSED
+    assert listener.last_error is refused
+    assert [change.status for change in listener.status_changes()] == [
+        ListenerStatus.CONNECTING,
+        ListenerStatus.CLOSED,
+    ]
+
+
+def test_once_online_losses_are_retried_on_the_schedule_and_a_silent_end_is_a_loss() -> None:
+    listener = online(supervisor())
+    assert listener.lost(None, random_fraction=0.5) == 0.0
+    assert isinstance(listener.last_error, ConnectionLostError)
+    listener.connecting()
+    assert listener.lost(ConnectionLostError("cut"), random_fraction=0.5) == 1.0
+    listener.connecting()
+    assert (
+        listener.lost(ListenerUnavailableError("no listener", status_code=404), random_fraction=0.5)
+        == 2.0
+    )
+    listener.connecting()
+    assert listener.online()
+    assert listener.lost(None, random_fraction=0.5) == 0.0  # online again: the schedule restarts
+
+
+def test_a_deleted_hybrid_connection_ends_the_listener() -> None:
+    listener = online(supervisor())
+    gone = EndpointNotFoundError("Endpoint does not exist", status_code=404)
+    assert listener.lost(gone, random_fraction=0.5) is None
+    assert listener.status is ListenerStatus.CLOSED
+    assert listener.last_error is gone
+
+
+def test_a_listener_closed_while_connecting_does_not_go_online() -> None:
+    listener = supervisor()
+    listener.connecting()
+    assert listener.close()
+    assert not listener.close()
+    assert not listener.online()
+    assert listener.lost(None, random_fraction=0.5) is None
+    assert listener.status is ListenerStatus.CLOSED
+    assert listener.last_error is None
+
+
+def test_work_is_dispatched_and_declined_while_closing() -> None:
+    listener = online(supervisor())
+    assert listener.dispatch(AcceptRequested(accept=ACCEPT)) == OfferSender(ACCEPT, None)
+    assert listener.dispatch(RequestReceived(request=REQUEST, body=b"hi")) == AnswerRequest(
+        REQUEST, b"hi", None
+    )
+    assert listener.dispatch(RendezvousRequested(request=REQUEST)) == ServeRendezvous(REQUEST)
+    assert listener.dispatch(TokenRenewalDue(expires_at=None)) == RefreshToken()
+    assert listener.dispatch(UnknownContentIgnored(kind="x")) is None
+    listener.close()
+    assert listener.dispatch(AcceptRequested(accept=ACCEPT)) == OfferSender(
+        ACCEPT, (503, "The listener is closing")
+    )
+    late = listener.dispatch(RequestReceived(request=REQUEST, body=None))
+    assert late == AnswerRequest(REQUEST, b"", ListenerSupervisor.CLOSING)
+    assert listener.default_answer() is ListenerSupervisor.CLOSING
+
+
+def test_a_listener_without_a_request_handler_answers_501() -> None:
+    listener = online(supervisor(serves_http=False))
+    work = listener.dispatch(RequestReceived(request=REQUEST, body=b""))
+    assert isinstance(work, AnswerRequest)
+    assert work.default is ListenerSupervisor.NOT_SERVED
+    assert work.default.status == 501
+
+
+def test_the_control_channel_closes_once_its_requests_are_answered() -> None:
+    listener = online(supervisor())
+    listener.dispatch(RequestReceived(request=REQUEST, body=b""))
+    listener.dispatch(RequestReceived(request=REQUEST, body=b""))
+    assert not listener.control_may_close
+    listener.close()
+    assert not listener.control_may_close
+    assert not listener.answered()
+    assert listener.answered()
+    assert listener.control_may_close
+
+
+def test_inline_answers_and_deadlines() -> None:
+    assert ListenerSupervisor.answers_inline(b"x" * 65536)
+    assert not ListenerSupervisor.answers_inline(b"x" * 65537)
+    assert not ListenerSupervisor.answers_inline(None)
+    assert ListenerSupervisor.request_deadline(10.0) == 70.0
+
+
+# -- any order of what can happen --------------------------------------------------------------
+
+
+CONNECTING, ONLINE = ListenerStatus.CONNECTING, ListenerStatus.ONLINE
+
+
+@dataclass
+class Model:
+    """What must hold whatever the order: the requests still unanswered, and whether closed."""
+
+    unanswered: int = 0
+    closed: bool = False
+    statuses: list[ListenerStatus] = field(default_factory=list)
+
+
+STEPS = st.lists(
+    st.sampled_from(
+        ["connect", "online", "lost", "gone", "close", "accept", "request", "answer", "renew"]
+    ),
+    max_size=40,
+)
+
+
+@given(STEPS, st.floats(0.0, 1.0))
+def test_no_order_of_events_breaks_the_supervisor(steps: list[str], fraction: float) -> None:
+    listener = supervisor(backoff=Backoff((0.0, 1.0), jitter=0.5))
+    model = Model()
+    for step in steps:
+        status = listener.status
+        if step == "connect" and status in (ListenerStatus.IDLE, ListenerStatus.OFFLINE):
+            listener.connecting()
+        elif step == "online" and status is ListenerStatus.CONNECTING:
+            assert listener.online() is not model.closed
+        elif step in ("lost", "gone") and status in (
+            ListenerStatus.CONNECTING,
+            ListenerStatus.ONLINE,
+        ):
+            error: HycoError | None = (
+                EndpointNotFoundError("gone", status_code=404) if step == "gone" else None
+            )
+            delay = listener.lost(error, random_fraction=fraction)
+            if delay is not None:
+                assert 0.0 <= delay <= 1.5
+                assert listener.status is ListenerStatus.OFFLINE
+            else:
+                assert listener.status is ListenerStatus.CLOSED
+        elif step == "close":
+            assert listener.close() is not model.closed
+            model.closed = True
+        elif step == "accept":
+            work = listener.dispatch(AcceptRequested(accept=ACCEPT))
+            assert isinstance(work, OfferSender)
+            assert (work.refusal is not None) is model.closed
+        elif step == "request":
+            work = listener.dispatch(RequestReceived(request=REQUEST, body=b""))
+            assert isinstance(work, AnswerRequest)
+            assert (work.default is ListenerSupervisor.CLOSING) is model.closed
+            model.unanswered += 1
+        elif step == "answer" and model.unanswered:
+            model.unanswered -= 1
+            assert listener.answered() is (model.closed and not model.unanswered)
+        elif step == "renew":
+            assert listener.dispatch(TokenRenewalDue(expires_at=None)) == RefreshToken()
+        model.statuses += [change.status for change in listener.status_changes()]
+        assert listener.control_may_close is (model.closed and not model.unanswered)
+        assert listener.closing is model.closed
+        if model.closed:
+            assert listener.status is ListenerStatus.CLOSED
+    # Every reported status is the one the listener had then, and CLOSED is reported once.
+    assert model.statuses.count(ListenerStatus.CLOSED) <= 1
+    if model.statuses:
+        assert model.statuses[-1] is listener.status
