@@ -157,7 +157,7 @@ def test_work_is_dispatched_and_declined_while_closing() -> None:
         REQUEST, b"hi", None
     )
     assert listener.dispatch(RendezvousRequested(request=REQUEST)) == ServeRendezvous(REQUEST)
-    assert listener.dispatch(TokenRenewalDue(expires_at=None)) == RefreshToken()
+    assert listener.dispatch(TokenRenewalDue(expires_at=100.0)) == RefreshToken()
     assert listener.dispatch(UnknownContentIgnored(kind="x")) is None
     listener.close()
     assert listener.dispatch(AcceptRequested(accept=ACCEPT)) == OfferSender(
@@ -257,7 +257,7 @@ def test_no_order_of_events_breaks_the_supervisor(steps: list[str], fraction: fl
             model.unanswered -= 1
             assert listener.answered() is (model.closed and not model.unanswered)
         elif step == "renew":
-            assert listener.dispatch(TokenRenewalDue(expires_at=None)) == RefreshToken()
+            assert listener.dispatch(TokenRenewalDue(expires_at=100.0)) == RefreshToken()
         model.statuses += [change.status for change in listener.status_changes()]
         assert listener.control_may_close is (model.closed and not model.unanswered)
         assert listener.closing is model.closed
