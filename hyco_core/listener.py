@@ -209,14 +209,11 @@ class ListenerSupervisor:
             config=self.control_config,
         )
 
-    def token_failure(self, error: Exception) -> HycoError:
-        """What a token provider's exception means: a hyco error as it is, anything else an
-        :class:`AuthorizationError` naming its type (its text may hold a secret)."""
-        if isinstance(error, HycoError):
-            return error
-        failure = AuthorizationError(f"the token provider failed ({type(error).__name__})")
-        failure.__cause__ = error
-        return failure
+    def token_failure(self, error: Exception) -> AuthorizationError:
+        """What a token provider's exception other than a hyco error means (raise it from
+        ``error``): an authorization failure naming the exception's type, not its text, which
+        may hold a secret."""
+        return AuthorizationError(f"the token provider failed ({type(error).__name__})")
 
     def online(self) -> bool:
         """The control channel is open. ``False`` when the listener was closed meanwhile: then

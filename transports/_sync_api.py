@@ -13,56 +13,55 @@ import os
 import random
 import ssl
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from hyco_core import (
-    INLINE_BODY_LIMIT,
     RENDEZVOUS_CONFIG,
     Accept,
     AcceptContext,
-    AcceptRequested,
-    AuthorizationError,
+    AnswerRequest,
     ChannelClosed,
     ChannelConfig,
     ChannelState,
     ConnectionClosed,
     ConnectionLostError,
     ControlChannel,
+    DefaultAnswer,
     Event,
     Headers,
     HttpRendezvous,
     HycoError,
     InvalidUrlError,
     KeepAlive,
-    ListenerLifecycle,
     ListenerStatus,
     ListenerStatusChanged,
+    ListenerSupervisor,
     LocalProtocolError,
     MessageAssembly,
     MessageReceived,
+    OfferSender,
     Opened,
     Phase,
+    RefreshToken,
     RelayedWebSocket,
     RemoteEndpoint,
     RemoteProtocolError,
-    RendezvousRequested,
     Request,
     RequestBodyReceived,
     RequestReceived,
     Response,
-    TokenRenewalDue,
+    ServeRendezvous,
     UnknownContentIgnored,
     WebSocketChannel,
     accept_connection,
-    create_relay_listen_uri,
     create_relay_send_uri,
     reject_connection,
     response_head,
     split_request_target,
+    tracking_id_from,
 )
 from hyco_core.timing import Backoff
 
@@ -100,7 +99,6 @@ _CONTROL_TIMEOUT = 70.0
 # up on a request after 60 s.
 _DRAIN_TIMEOUT = 60.0
 _ABORT_WAIT = 5.0
-_GOING_AWAY = "The listener closed"
 
 P = ParamSpec("P")
 L = TypeVar("L", bound="Listener")
@@ -400,10 +398,17 @@ class Listener:
         self._request_handler = request_handler
         self._on_status = on_status
         self._ssl_context = ssl_context
-        self._keepalive = keepalive or KeepAlive()
-        self.tracking_id = tracking_id or str(uuid.uuid4())
+        self._supervisor = ListenerSupervisor(
+            namespace=endpoint.namespace,
+            path=endpoint.path,
+            secure=endpoint.secure,
+            tracking_id=tracking_id or tracking_id_from(os.urandom(16)),
+            serves_http=request_handler is not None,
+            keepalive=keepalive,
+            backoff=backoff,
+        )
+        self.tracking_id = self._supervisor.tracking_id
         self._max_message_size = max_message_size
-        self._lifecycle = ListenerLifecycle(backoff or Backoff(jitter=0.1))
         self._accepted: Mailbox[WebSocket] = Mailbox(backend, accept_queue)
         self._lock = backend.lock()
         self._control: Pump[ControlChannel] | None = None
@@ -414,7 +419,6 @@ class Listener:
         self._closing = backend.signal()
         self._ended = backend.signal()
         self._leaving = False
-        self._inline_requests = 0
 
     @classmethod
     def from_connection_string(
@@ -428,11 +432,11 @@ class Listener:
 
     @property
     def status(self) -> ListenerStatus:
-        return self._lifecycle.status
+        return self._supervisor.status
 
     @property
     def last_error(self) -> HycoError | None:
-        return self._lifecycle.last_error
+        return self._supervisor.last_error
 
     def __enter__(self: L) -> L:
         self._spawn(self._run)
@@ -498,12 +502,11 @@ class Listener:
         until the requests that arrived on it are answered, as their answers travel on it.
         """
         with self._lock:
-            if self._closing.is_set():
+            if not self._supervisor.close():
                 return
             self._closing.set()
-            self._lifecycle.close()
             control = self._control
-            drained = self._inline_requests == 0
+            drained = self._supervisor.control_may_close
         for unclaimed in self._accepted.discard():
             self._say_goodbye(unclaimed)
         if control is not None and drained:
@@ -551,25 +554,24 @@ class Listener:
             self._ended.set()
 
     def _stay_online(self) -> None:
-        logger = self._backend.logger
+        supervisor = self._supervisor
         while True:
             with self._lock:
                 if self._closing.is_set():
                     return
-                self._lifecycle.connecting()
+                supervisor.connecting()
             self._notify()
-            error: HycoError
+            error: HycoError | None
             try:
                 control, leftover = self._open_control()
             except HycoError as failure:
                 error = failure
             else:
                 with self._lock:
-                    closing = self._closing.is_set()
-                    if not closing:
+                    online = supervisor.online()
+                    if online:
                         self._control = control
-                        self._lifecycle.online()
-                if closing:
+                if not online:  # closed while it opened
                     control.close_socket()
                     return
                 self._notify()
@@ -577,37 +579,31 @@ class Listener:
                 closed = self._serve_control(control, leftover)
                 with self._lock:
                     self._control = None
-                if self._closing.is_set():
-                    return
-                error = (closed.error if closed else None) or ConnectionLostError(
-                    "the relay closed the control channel"
-                )
+                error = closed.error if closed else None
             with self._lock:
-                delay = self._lifecycle.lost(error, random_fraction=random.random())  # noqa: S311
+                delay = supervisor.lost(error, random_fraction=random.random())  # noqa: S311
             self._notify()
             if delay is None:
                 return
-            logger.warning("listener offline (%s); reconnecting in %.1f s", error, delay)
+            self._backend.logger.warning(
+                "listener offline (%s); reconnecting in %.1f s", self.last_error, delay
+            )
             self._closing.wait(delay)
 
     def _open_control(self) -> tuple[Pump[ControlChannel], list[Event]]:
         token = self._token()
-        url = create_relay_listen_uri(
-            self.endpoint.namespace,
-            self.endpoint.path,
-            tracking_id=self.tracking_id,
-            secure=self.endpoint.secure,
-        )
-        channel = ControlChannel(
-            url=url,
+        channel = self._supervisor.control_channel(
+            token.token if token else None,
+            monotonic_expiry(token),
             now=time.monotonic(),
             nonce=os.urandom(16),
-            token=token.token if token else None,
-            token_expires_at=monotonic_expiry(token),
-            config=ChannelConfig(close_timeout=_CLOSE_TIMEOUT, keepalive=self._keepalive),
         )
         pump, _opened, leftover = open_channel(
-            self._backend, url, channel, ssl_context=self._ssl_context, timeout=_CONTROL_TIMEOUT
+            self._backend,
+            self._supervisor.control_url,
+            channel,
+            ssl_context=self._ssl_context,
+            timeout=_CONTROL_TIMEOUT,
         )
         return pump, leftover
 
@@ -617,9 +613,7 @@ class Listener:
         except HycoError:
             raise
         except Exception as error:
-            raise AuthorizationError(
-                f"the token provider failed ({type(error).__name__})"
-            ) from error
+            raise self._supervisor.token_failure(error) from error
 
     def _serve_control(
         self, control: Pump[ControlChannel], leftover: list[Event]
@@ -629,17 +623,16 @@ class Listener:
         def on_event(event: Event) -> None:
             if isinstance(event, ChannelClosed):
                 closed.append(event)
-            elif isinstance(event, AcceptRequested):
-                self._spawn(self._handle_accept, event.accept, self._closing.is_set())
-            elif isinstance(event, RequestReceived):
-                with self._lock:
-                    self._inline_requests += 1
-                    late = self._closing.is_set()
-                request, body = event.request, event.body or b""
-                self._spawn(self._answer_inline, control, request, body, late)
-            elif isinstance(event, RendezvousRequested):
-                self._spawn(self._serve_rendezvous, event.request.address)
-            elif isinstance(event, TokenRenewalDue):
+                return
+            with self._lock:
+                work = self._supervisor.dispatch(event)
+            if isinstance(work, OfferSender):
+                self._spawn(self._handle_accept, work.accept, work.refusal)
+            elif isinstance(work, AnswerRequest):
+                self._spawn(self._answer_inline, control, work)
+            elif isinstance(work, ServeRendezvous):
+                self._spawn(self._serve_rendezvous, work.request.address)
+            elif isinstance(work, RefreshToken):
                 control.hurry = True  # set before the renewal starts, cleared as it lands
                 self._spawn(self._renew, control)
             elif isinstance(event, UnknownContentIgnored):
@@ -669,7 +662,7 @@ class Listener:
 
     def _notify(self) -> None:
         with self._lock:
-            events = self._lifecycle.events()
+            events = self._supervisor.status_changes()
         for event in events:
             self._backend.logger.info("listener %s: %s", self.endpoint.path, event.status.value)
             if self._on_status is not None:
@@ -680,21 +673,21 @@ class Listener:
 
     # -- accepting WebSockets ----------------------------------------------------------------
 
-    def _handle_accept(self, accept: Accept, late: bool) -> None:
+    def _handle_accept(self, accept: Accept, refusal: tuple[int, str] | None) -> None:
         logger = self._backend.logger
         try:
             context = AcceptContext(accept)
         except InvalidUrlError as error:  # the relay's address is unusable: nothing to answer
             logger.warning("could not complete the rendezvous for %s: %s", accept.id, error)
             return
-        if late:
-            context.reject(503, "The listener is closing")
+        if refusal is not None:
+            context.reject(*refusal)
         elif self._accept_handler is not None:
             try:
                 self._accept_handler(context)
             except Exception:
                 logger.exception("the accept handler failed; rejecting with 502")
-                context.reject(502, "The listener failed to handle the connection")
+                context.reject(*ListenerSupervisor.ACCEPT_HANDLER_FAILED)
         try:
             if context.rejection is not None:
                 status, description = context.rejection
@@ -713,11 +706,7 @@ class Listener:
                 subprotocol=context.subprotocol,
                 now=time.monotonic(),
                 nonce=os.urandom(16),
-                config=ChannelConfig(
-                    handshake_timeout=_RENDEZVOUS_TIMEOUT,
-                    close_timeout=_CLOSE_TIMEOUT,
-                    keepalive=self._keepalive,
-                ),
+                config=self._supervisor.rendezvous_config,
             )
             accepted, opened, leftover = self._open(accept.address, channel)
         except HycoError as error:
@@ -742,12 +731,12 @@ class Listener:
             except Exception:
                 # One connection's failure must not take the listener down.
                 logger.exception("the connection handler failed; closing with 1011")
-                websocket.close(1011, "The listener failed")
+                websocket.close(*ListenerSupervisor.CONNECTION_HANDLER_FAILED)
             else:
                 websocket.close()
             return
         if not self._accepted.put(websocket):
-            websocket.close(1001, _GOING_AWAY)
+            websocket.close(*ListenerSupervisor.UNCLAIMED)
 
     def _read_websocket(self, websocket: WebSocket, leftover: list[Event]) -> None:
         try:
@@ -759,7 +748,7 @@ class Listener:
     def _say_goodbye(self, websocket: WebSocket) -> None:
         """Start closing with 1001 (going away), without waiting for the answer."""
         try:
-            websocket._begin_close(1001, _GOING_AWAY)
+            websocket._begin_close(*ListenerSupervisor.UNCLAIMED)
         except HycoError as error:
             self._backend.logger.debug("could not close %r: %s", websocket, error)
 
@@ -776,14 +765,14 @@ class Listener:
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    def _answer_inline(
-        self, control: Pump[ControlChannel], request: Request, body: bytes, late: bool
-    ) -> None:
+    def _answer_inline(self, control: Pump[ControlChannel], work: AnswerRequest) -> None:
+        request = work.request
         try:
-            response = self._respond(self._http_request(request, body=body), late=late)
-            if isinstance(response.body, bytes) and len(response.body) <= INLINE_BODY_LIMIT:
+            response = self._respond(self._http_request(request, body=work.body), work.default)
+            inline = response.body if isinstance(response.body, bytes) else None
+            if self._supervisor.answers_inline(inline):
                 head = _response_head(request, response)
-                answer = response.body
+                answer = inline or b""
 
                 def send(channel: ControlChannel) -> None:
                     if channel.state is ChannelState.OPEN:
@@ -800,8 +789,7 @@ class Listener:
                 self._spawn(self._run_rendezvous, rendezvous, leftover)
         finally:
             with self._lock:
-                self._inline_requests -= 1
-                drained = self._inline_requests == 0 and self._closing.is_set()
+                drained = self._supervisor.answered()
             if drained:
                 control.call(_closer(1000, "listener closed"))
 
@@ -818,11 +806,7 @@ class Listener:
             now=time.monotonic(),
             nonce=os.urandom(16),
             request=request,
-            config=ChannelConfig(
-                handshake_timeout=_RENDEZVOUS_TIMEOUT,
-                close_timeout=_CLOSE_TIMEOUT,
-                keepalive=self._keepalive,
-            ),
+            config=self._supervisor.rendezvous_config,
         )
         try:
             pump, _, leftover = self._open(address, channel)
@@ -844,9 +828,10 @@ class Listener:
                 if event.body is None:
                     pieces = receiver = Mailbox(self._backend, 4)
                 http_request = self._http_request(event.request, body=event.body, pieces=receiver)
-                late = self._closing.is_set()
+                with self._lock:
+                    default = self._supervisor.default_answer()
                 self._spawn(
-                    self._answer_on_rendezvous, rendezvous, event.request, http_request, late
+                    self._answer_on_rendezvous, rendezvous, event.request, http_request, default
                 )
             elif isinstance(event, RequestBodyReceived) and pieces is not None:
                 if event.data:
@@ -869,9 +854,9 @@ class Listener:
         rendezvous: Pump[HttpRendezvous],
         request: Request,
         http_request: HttpRequest,
-        late: bool,
+        default: DefaultAnswer | None,
     ) -> None:
-        response = self._respond(http_request, late=late)
+        response = self._respond(http_request, default)
         if http_request._pieces is not None:
             http_request._pieces.discard()
         self._send_response(rendezvous, request, response)
@@ -920,18 +905,17 @@ class Listener:
         for rendezvous in idle:
             rendezvous.call(_close_if_idle)
 
-    def _respond(self, request: HttpRequest, *, late: bool) -> HttpResponse:
-        if late:
-            return HttpResponse(503, body=b"This listener is closing.")
-        if self._request_handler is None:
-            return HttpResponse(501, body=b"This listener does not accept HTTP requests.")
-        try:
-            return self._request_handler(request)
-        except Exception:
-            self._backend.logger.exception(
-                "the request handler failed on %s %s", request.method, request.path
-            )
-            return HttpResponse(500, body=b"")
+    def _respond(self, request: HttpRequest, default: DefaultAnswer | None) -> HttpResponse:
+        if default is None and self._request_handler is not None:
+            try:
+                return self._request_handler(request)
+            except Exception:
+                self._backend.logger.exception(
+                    "the request handler failed on %s %s", request.method, request.path
+                )
+                default = ListenerSupervisor.HANDLER_FAILED
+        answer = default or ListenerSupervisor.NOT_SERVED
+        return HttpResponse(answer.status, body=answer.body, reason=answer.reason)
 
     def _http_request(
         self,
@@ -948,7 +932,7 @@ class Listener:
             query=query,
             headers=request.request_headers,
             remote_endpoint=request.remote_endpoint,
-            deadline=time.monotonic() + 60.0,
+            deadline=ListenerSupervisor.request_deadline(time.monotonic()),
             _body=body,
             _pieces=pieces,
         )

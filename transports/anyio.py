@@ -678,6 +678,8 @@ class Listener:
     async def _token(self) -> RelayToken | None:
         try:
             return await _token(self.endpoint.token_provider, self.endpoint.resource)
+        except HycoError:
+            raise
         except Exception as error:
             raise self._supervisor.token_failure(error) from error
 
