@@ -1,7 +1,6 @@
 """What hosting an app on a hybrid connection needs whatever the app's interface (ASGI or WSGI):
-finding the app an import string names, the endpoint a connection string names, headers as the
-relay carries them, telling when the listener is online or gone for good, stopping on signals,
-and worker processes.
+finding the app an import string names, headers as the relay carries them, telling when the
+listener is online or gone for good, stopping on signals, and worker processes.
 
 Headers: the protocol's header object cannot carry framing headers (the relay frames the body)
 or a name twice, so hop-by-hop response headers are dropped, and of several ``Set-Cookie``
@@ -38,7 +37,6 @@ from hyco_core import (
     ListenerStatusChanged,
     LocalProtocolError,
 )
-from hyco_transports.auth import RelayEndpoint
 
 __all__ = [
     "AppImportError",
@@ -46,7 +44,6 @@ __all__ = [
     "OnlineAnnouncement",
     "StatusHandler",
     "Stopped",
-    "endpoint_of",
     "header_bytes",
     "import_app",
     "relayed_response_headers",
@@ -98,14 +95,6 @@ def import_app(import_string: str, kind: str) -> object:
 def _names_part_of(module_name: str, missing: str) -> bool:
     """Whether the module not found is ``module_name`` or one of its parent packages."""
     return module_name == missing or module_name.startswith(f"{missing}.")
-
-
-def endpoint_of(connection_string: str | RelayEndpoint, path: str | None) -> RelayEndpoint:
-    """The hybrid connection a server listens on; ``path`` gives it when the connection string
-    has no ``EntityPath``."""
-    if isinstance(connection_string, RelayEndpoint):
-        return connection_string
-    return RelayEndpoint.from_connection_string(connection_string, path=path)
 
 
 def header_bytes(text: str) -> bytes:

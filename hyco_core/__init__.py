@@ -20,7 +20,9 @@ from .channel import (
     TextCollector,
     WebSocketChannel,
     accept_connection,
+    connection_closed,
     reject_connection,
+    sender_channel,
 )
 
 # Connection strings, as the portal shows them.
@@ -236,6 +238,7 @@ __all__ = [
     "__version__",
     "accept_connection",
     "append_relay_token",
+    "connection_closed",
     "create_reject_uri",
     "create_relay_http_uri",
     "create_relay_listen_uri",
@@ -259,6 +262,7 @@ __all__ = [
     "relay_token_resource",
     "renewal_time",
     "response_head",
+    "sender_channel",
     "split_request_target",
     "tracking_id_from",
     "tracking_id_of",

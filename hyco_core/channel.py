@@ -31,6 +31,7 @@ from ._wire import (
     HandshakeRefused,
 )
 from .errors import (
+    ConnectionClosed,
     ConnectionLostError,
     HycoError,
     LocalProtocolError,
@@ -52,7 +53,7 @@ from .events import HandshakeRefused as HandshakeRefusedEvent
 from .handling import offered_subprotocols
 from .messages import Accept
 from .timing import KeepAlive
-from .uris import create_reject_uri, redact_url
+from .uris import create_reject_uri, create_relay_send_uri, redact_url
 
 __all__ = [
     "RENDEZVOUS_CONFIG",
@@ -65,7 +66,9 @@ __all__ = [
     "TextCollector",
     "WebSocketChannel",
     "accept_connection",
+    "connection_closed",
     "reject_connection",
+    "sender_channel",
 ]
 
 ABNORMAL_CLOSURE = 1006
@@ -148,6 +151,9 @@ class MessageAssembly:
     """
 
     __slots__ = ("_dropping", "_parts", "_size", "limit")
+
+    TOO_BIG = (1009, "message too big")
+    """The close a transport answers a refused message with."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -481,6 +487,62 @@ class RelayedWebSocket(WebSocketChannel):
 
     def _on_message(self, data: str | bytes, final: bool) -> None:
         self._events.append(MessageReceived(data=data, final=final))
+
+
+def sender_channel(
+    namespace: str,
+    path: str,
+    *,
+    token: str | None,
+    now: float,
+    nonce: bytes,
+    token_in_query: bool = False,
+    tracking_id: str | None = None,
+    suffix: str = "",
+    query: str = "",
+    headers: Sequence[tuple[str, str]] = (),
+    subprotocols: Sequence[str] = (),
+    secure: bool = True,
+    config: ChannelConfig = SENDER_CONFIG,
+) -> tuple[str, RelayedWebSocket]:
+    """A sender's WebSocket to the hybrid connection ``path``, and the address to open it at.
+
+    The token goes in the ``ServiceBusAuthorization`` header, or with ``token_in_query`` in
+    the address (for clients that cannot set headers); ``headers`` and ``subprotocols`` reach
+    the listener.
+    """
+    url = create_relay_send_uri(
+        namespace,
+        path,
+        token if token_in_query else None,
+        tracking_id,
+        suffix=suffix,
+        query=query,
+        secure=secure,
+    )
+    extra = list(headers)
+    if token and not token_in_query:
+        extra.insert(0, ("ServiceBusAuthorization", token))
+    channel = RelayedWebSocket(
+        url=url, now=now, nonce=nonce, subprotocols=list(subprotocols), headers=extra, config=config
+    )
+    return url, channel
+
+
+def connection_closed(
+    closed: ChannelClosed | None, *, closed_here: tuple[int, str] | None = None
+) -> ConnectionClosed:
+    """What a relayed WebSocket's user is told once it is closed: the peer's close code and
+    reason, with the failure as the cause when the close means one; 1006 when the connection
+    dropped without a close; or, closed here with the peer's answer still on its way, the code
+    and reason this side sent."""
+    if closed is None and closed_here is not None:
+        return ConnectionClosed(*closed_here)
+    if closed is None:
+        return ConnectionClosed(ABNORMAL_CLOSURE)
+    error = ConnectionClosed(closed.code, closed.reason)
+    error.__cause__ = closed.error
+    return error
 
 
 def accept_connection(

@@ -47,24 +47,22 @@ from hyco_core import (
     Phase,
     RefreshToken,
     RelayedWebSocket,
-    RemoteEndpoint,
     RemoteProtocolError,
     Request,
     RequestBodyReceived,
     RequestReceived,
-    Response,
     ServeRendezvous,
     UnknownContentIgnored,
     WebSocketChannel,
     accept_connection,
-    create_relay_send_uri,
+    connection_closed,
     reject_connection,
-    response_head,
-    split_request_target,
+    sender_channel,
     tracking_id_from,
 )
 from hyco_core.timing import Backoff
 
+from ._listening import RequestInfo, head_of, tell_status
 from ._sync_io import (
     Backend,
     Mailbox,
@@ -197,11 +195,7 @@ class WebSocket:
         self._messages.discard()
 
     def _closed_error(self) -> ConnectionClosed:
-        closed = self._closed
-        error = ConnectionClosed(closed.code if closed else 1006, closed.reason if closed else "")
-        if closed is not None and closed.error is not None:
-            error.__cause__ = closed.error
-        return error
+        return connection_closed(self._closed)
 
     def _start(self, leftover: list[Event]) -> Worker:
         return self._pump.backend.spawn(lambda: self._run(leftover), "hyco-websocket")
@@ -215,7 +209,7 @@ class WebSocket:
                 try:
                     whole = assembly.add(event.data, event.final)
                 except RemoteProtocolError:
-                    self._pump.call(_closer(1009, "message too big"), wait=False)
+                    self._pump.call(_closer(*MessageAssembly.TOO_BIG), wait=False)
                     return
                 if whole is not None:
                     self._messages.put(whole)
@@ -257,34 +251,23 @@ class Connector:
         each with the relay's tracking id). The connection is closed when the block ends.
         """
         backend = self._backend
-        endpoint = (
-            RelayEndpoint.from_connection_string(target, path=path)
-            if isinstance(target, str)
-            else target
-        )
+        endpoint = RelayEndpoint.of(target, path=path)
         token = fetch_token(backend, endpoint.token_provider, endpoint.resource)
-        url = create_relay_send_uri(
+        url, channel = sender_channel(
             endpoint.namespace,
             endpoint.path,
-            token.token if token and token_in_query else None,
-            tracking_id,
-            suffix=suffix,
-            query=query,
-            secure=endpoint.secure,
-        )
-        extra = list(Headers(headers).items())
-        if token and not token_in_query:
-            extra.insert(0, ("ServiceBusAuthorization", token.token))
-        channel = RelayedWebSocket(
-            url=url,
+            token=token.token if token else None,
             now=time.monotonic(),
             nonce=os.urandom(16),
+            token_in_query=token_in_query,
+            tracking_id=tracking_id,
+            suffix=suffix,
+            query=query,
+            headers=list(Headers(headers).items()),
             subprotocols=list(subprotocols),
-            headers=extra,
+            secure=endpoint.secure,
             config=ChannelConfig(
-                handshake_timeout=connect_timeout,
-                close_timeout=_CLOSE_TIMEOUT,
-                keepalive=keepalive or KeepAlive(),
+                handshake_timeout=connect_timeout, keepalive=keepalive or KeepAlive()
             ),
         )
         pump, opened, leftover = open_channel(
@@ -304,25 +287,14 @@ class Connector:
 
 
 @dataclass
-class HttpRequest:
+class HttpRequest(RequestInfo):
     """An HTTP request a sender made through the relay.
 
     ``path`` is the part after the hybrid connection's name (``/`` at least); ``deadline`` is the
     monotonic time by which the relay wants the answer (60 s after arrival).
     """
 
-    method: str
-    target: str
-    path: str
-    query: str
-    headers: Headers
-    remote_endpoint: RemoteEndpoint | None
-    deadline: float
-    _body: bytes | None = field(default=None, repr=False)
     _pieces: Mailbox[bytes] | None = field(default=None, repr=False)
-
-    def time_left(self) -> float:
-        return max(0.0, self.deadline - time.monotonic())
 
     def stream(self) -> Iterator[bytes]:
         """The body, piece by piece, as it arrives.
@@ -663,13 +635,7 @@ class Listener:
     def _notify(self) -> None:
         with self._lock:
             events = self._supervisor.status_changes()
-        for event in events:
-            self._backend.logger.info("listener %s: %s", self.endpoint.path, event.status.value)
-            if self._on_status is not None:
-                try:
-                    self._on_status(event)
-                except Exception:
-                    self._backend.logger.exception("the on_status handler failed")
+        tell_status(events, self._on_status, path=self.endpoint.path, logger=self._backend.logger)
 
     # -- accepting WebSockets ----------------------------------------------------------------
 
@@ -771,7 +737,7 @@ class Listener:
             response = self._respond(self._http_request(request, body=work.body), work.default)
             inline = response.body if isinstance(response.body, bytes) else None
             if self._supervisor.answers_inline(inline):
-                head = _response_head(request, response)
+                head = head_of(request, response)
                 answer = inline or b""
 
                 def send(channel: ControlChannel) -> None:
@@ -864,7 +830,7 @@ class Listener:
     def _send_response(
         self, rendezvous: Pump[HttpRendezvous], request: Request, response: HttpResponse
     ) -> None:
-        head = _response_head(request, response)
+        head = head_of(request, response)
         body = response.body
         try:
             rendezvous.call(lambda channel: channel.send_response(head))
@@ -924,18 +890,9 @@ class Listener:
         body: bytes | None,
         pieces: Mailbox[bytes] | None = None,
     ) -> HttpRequest:
-        path, query = split_request_target(request.request_target, self.endpoint.path)
-        return HttpRequest(
-            method=request.method or "GET",
-            target=request.request_target or "/",
-            path=path,
-            query=query,
-            headers=request.request_headers,
-            remote_endpoint=request.remote_endpoint,
-            deadline=ListenerSupervisor.request_deadline(time.monotonic()),
-            _body=body,
-            _pieces=pieces,
-        )
+        http_request = HttpRequest.arrived(request, entity=self.endpoint.path, body=body)
+        http_request._pieces = pieces
+        return http_request
 
 
 def _closer(code: int, reason: str) -> Callable[[WebSocketChannel], None]:
@@ -956,14 +913,3 @@ def _close_if_idle(channel: HttpRendezvous) -> None:
     idle = channel.request_phase is Phase.IDLE and channel.response_phase is Phase.IDLE
     if idle and channel.state is ChannelState.OPEN:
         channel.close(1000, "listener closed", now=time.monotonic())
-
-
-def _response_head(request: Request, response: HttpResponse) -> Response:
-    has_body = not (isinstance(response.body, bytes) and not response.body)
-    return response_head(
-        request,
-        status=response.status,
-        headers=response.headers,
-        reason=response.reason,
-        has_body=has_body,
-    )

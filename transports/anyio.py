@@ -64,7 +64,6 @@ from hyco_core import (
     RefreshToken,
     RejectDelivered,
     RelayedWebSocket,
-    RemoteEndpoint,
     RemoteProtocolError,
     Request,
     RequestBodyReceived,
@@ -74,14 +73,14 @@ from hyco_core import (
     UnknownContentIgnored,
     WebSocketChannel,
     accept_connection,
-    create_relay_send_uri,
+    connection_closed,
     reject_connection,
-    response_head,
-    split_request_target,
+    sender_channel,
     tracking_id_from,
 )
 from hyco_core.timing import Backoff
 
+from ._listening import RequestInfo, head_of, tell_status
 from .auth import RelayEndpoint, RelayToken, TokenProvider
 from .errors import connect_failure
 from .proxy import ProxyError, connect_request, parse_connect_response, proxy_for
@@ -316,13 +315,7 @@ class WebSocket:
         return channel
 
     def _closed_error(self) -> ConnectionClosed:
-        closed = self._closed
-        if closed is None and self._local_close is not None:
-            return ConnectionClosed(*self._local_close)  # closed here, the answer still on its way
-        error = ConnectionClosed(closed.code if closed else 1006, closed.reason if closed else "")
-        if closed is not None and closed.error is not None:
-            error.__cause__ = closed.error
-        return error
+        return connection_closed(self._closed, closed_here=self._local_close)
 
     async def _run(self, leftover: list[Event]) -> None:
         """The reader task: feeds the kernel, assembles messages, queues them."""
@@ -341,7 +334,7 @@ class WebSocket:
             try:
                 whole = self._assembly.add(event.data, event.final)
             except RemoteProtocolError:
-                self._channel().close(1009, "message too big", now=time.monotonic())
+                self._channel().close(*MessageAssembly.TOO_BIG, now=time.monotonic())
                 return
             if whole is not None:
                 await self._messages.put(whole)  # dropped if closed here: nobody will read it
@@ -366,30 +359,21 @@ async def connect(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
 ) -> AsyncIterator[WebSocket]:
     """Open a sender's WebSocket to a hybrid connection (a connection string or an endpoint)."""
-    endpoint = (
-        RelayEndpoint.from_connection_string(target, path=path)
-        if isinstance(target, str)
-        else target
-    )
+    endpoint = RelayEndpoint.of(target, path=path)
     token = await _token(endpoint.token_provider, endpoint.resource)
-    url = create_relay_send_uri(
+    url, channel = sender_channel(
         endpoint.namespace,
         endpoint.path,
-        token.token if token and token_in_query else None,
-        tracking_id,
-        suffix=suffix,
-        query=query,
-        secure=endpoint.secure,
-    )
-    extra = list(Headers(headers).items())
-    if token and not token_in_query:
-        extra.insert(0, ("ServiceBusAuthorization", token.token))
-    channel = RelayedWebSocket(
-        url=url,
+        token=token.token if token else None,
         now=time.monotonic(),
         nonce=os.urandom(16),
+        token_in_query=token_in_query,
+        tracking_id=tracking_id,
+        suffix=suffix,
+        query=query,
+        headers=list(Headers(headers).items()),
         subprotocols=list(subprotocols),
-        headers=extra,
+        secure=endpoint.secure,
         config=ChannelConfig(handshake_timeout=connect_timeout, keepalive=keepalive or KeepAlive()),
     )
     socket, opened, leftover = await _open(
@@ -417,25 +401,14 @@ async def connect(
 
 
 @dataclass
-class HttpRequest:
+class HttpRequest(RequestInfo):
     """An HTTP request a sender made through the relay.
 
     ``path`` is the part after the hybrid connection's name (``/`` at least); ``deadline`` is the
     monotonic time by which the relay wants the answer (60 s after arrival).
     """
 
-    method: str
-    target: str
-    path: str
-    query: str
-    headers: Headers
-    remote_endpoint: RemoteEndpoint | None
-    deadline: float
-    _body: bytes | None = field(default=None, repr=False)
     _pieces: MemoryObjectReceiveStream[bytes] | None = field(default=None, repr=False)
-
-    def time_left(self) -> float:
-        return max(0.0, self.deadline - time.monotonic())
 
     async def stream(self) -> AsyncIterator[bytes]:
         """The body, piece by piece, as it arrives."""
@@ -732,13 +705,8 @@ class Listener:
         await control.flush()
 
     def _notify(self) -> None:
-        for event in self._supervisor.status_changes():
-            logger.info("listener %s: %s", self.endpoint.path, event.status.value)
-            if self._on_status is not None:
-                try:
-                    self._on_status(event)
-                except Exception:
-                    logger.exception("the on_status handler failed")
+        changes = self._supervisor.status_changes()
+        tell_status(changes, self._on_status, path=self.endpoint.path, logger=logger)
 
     # -- accepting WebSockets ----------------------------------------------------------------
 
@@ -843,7 +811,7 @@ class Listener:
         control = self._control
         if control is None:
             return
-        head = _response_head(request, response)
+        head = head_of(request, response)
         inline = response.body if isinstance(response.body, bytes) else None
         if self._supervisor.answers_inline(inline):
             channel = control.channel
@@ -931,7 +899,7 @@ class Listener:
         assert isinstance(channel, HttpRendezvous)
         try:
             if channel.state is ChannelState.OPEN:
-                head = _response_head(request, response)
+                head = head_of(request, response)
                 await _send_response(socket, channel, head, response.body)
         finally:
             # Only now: a streamed response may still be reading the request body.
@@ -957,29 +925,9 @@ class Listener:
         body: bytes | None,
         pieces: MemoryObjectReceiveStream[bytes] | None = None,
     ) -> HttpRequest:
-        path, query = split_request_target(request.request_target, self.endpoint.path)
-        return HttpRequest(
-            method=request.method or "GET",
-            target=request.request_target or "/",
-            path=path,
-            query=query,
-            headers=request.request_headers,
-            remote_endpoint=request.remote_endpoint,
-            deadline=ListenerSupervisor.request_deadline(time.monotonic()),
-            _body=body,
-            _pieces=pieces,
-        )
-
-
-def _response_head(request: Request, response: HttpResponse) -> Response:
-    has_body = not (isinstance(response.body, bytes) and not response.body)
-    return response_head(
-        request,
-        status=response.status,
-        headers=response.headers,
-        reason=response.reason,
-        has_body=has_body,
-    )
+        http_request = HttpRequest.arrived(request, entity=self.endpoint.path, body=body)
+        http_request._pieces = pieces
+        return http_request
 
 
 async def _contained(function: Callable[..., Awaitable[None]], *args: object) -> None:

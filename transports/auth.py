@@ -168,6 +168,14 @@ class RelayEndpoint:
             secure=parsed.secure,
         )
 
+    @classmethod
+    def of(cls, target: str | RelayEndpoint, *, path: str | None = None) -> RelayEndpoint:
+        """``target`` itself, or the endpoint its connection string names (``path`` gives the
+        hybrid connection when the string has no ``EntityPath``)."""
+        if isinstance(target, RelayEndpoint):
+            return target
+        return cls.from_connection_string(target, path=path)
+
     @property
     def resource(self) -> str:
         """What tokens are requested for: ``sb://{namespace}/{path}``."""

@@ -19,7 +19,6 @@ from hyco_adapters.hosting import (
     ListenerFate,
     StatusHandler,
     Stopped,
-    endpoint_of,
     header_bytes,
     import_app,
     run_worker_processes,
@@ -308,7 +307,7 @@ async def serve(
         raise ValueError(f"lifespan must be 'auto', 'on' or 'off', not {lifespan!r}")
     server = Server(
         app,
-        endpoint_of(connection_string, path),
+        RelayEndpoint.of(connection_string, path=path),
         lifespan=lifespan,
         root_path=root_path,
         shutdown_timeout=shutdown_timeout,

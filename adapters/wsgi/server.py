@@ -15,7 +15,6 @@ from urllib.parse import unquote_to_bytes
 from hyco_adapters.hosting import (
     ListenerFate,
     StatusHandler,
-    endpoint_of,
     header_bytes,
     import_app,
     stop_on_signals,
@@ -230,7 +229,7 @@ def serve(
     """
     server = Server(
         app,
-        endpoint_of(connection_string, path),
+        RelayEndpoint.of(connection_string, path=path),
         transport=transport,
         workers=workers,
         script_name=script_name,

@@ -1,4 +1,5 @@
-"""The listener supervisor: every decision of a listener's life, without sockets or clocks."""
+"""The decisions a transport does not make: the listener supervisor's, over a listener's whole
+life, and a sender's (its channel, the close it reports), without sockets or clocks."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from hyco_core import (
     AnswerRequest,
     AuthorizationError,
     Backoff,
+    ChannelClosed,
     ConnectionLostError,
     EndpointNotFoundError,
     Headers,
@@ -23,6 +25,7 @@ from hyco_core import (
     ListenerStatus,
     ListenerSupervisor,
     ListenerUnavailableError,
+    MessageAssembly,
     OfferSender,
     RefreshToken,
     RendezvousRequested,
@@ -31,7 +34,9 @@ from hyco_core import (
     ServeRendezvous,
     TokenRenewalDue,
     UnknownContentIgnored,
+    connection_closed,
     parse_relay_url,
+    sender_channel,
     tracking_id_from,
 )
 
@@ -264,3 +269,47 @@ def test_no_order_of_events_breaks_the_supervisor(steps: list[str], fraction: fl
     assert model.statuses.count(ListenerStatus.CLOSED) <= 1
     if model.statuses:
         assert model.statuses[-1] is listener.status
+
+
+# -- what a sender's side decides --------------------------------------------------------------
+
+
+def test_a_senders_channel_carries_its_token_in_a_header_or_the_address() -> None:
+    url, channel = sender_channel(
+        "ns.servicebus.windows.net",
+        "hc1",
+        token="SharedAccessSignature sr=x",
+        now=0.0,
+        nonce=bytes(16),
+        tracking_id="t-1",
+        suffix="/a",
+        query="b=1",
+        headers=[("X-Tag", "7")],
+        subprotocols=["chat"],
+    )
+    assert url.startswith("wss://ns.servicebus.windows.net/$hc/hc1/a?b=1&sb-hc-action=connect")
+    assert "sb-hc-id=t-1" in url
+    assert "sb-hc-token" not in url
+    handshake = channel.data_to_send()
+    assert b"ServiceBusAuthorization: SharedAccessSignature sr=x\r\n" in handshake
+    assert b"X-Tag: 7\r\n" in handshake
+    assert b"Sec-WebSocket-Protocol: chat\r\n" in handshake
+    in_query, plain = sender_channel(
+        "ns", "hc1", token="tok", now=0.0, nonce=bytes(16), token_in_query=True, secure=False
+    )
+    assert in_query.startswith("ws://ns/$hc/hc1?sb-hc-action=connect")
+    assert "sb-hc-token=tok" in in_query
+    assert b"ServiceBusAuthorization" not in plain.data_to_send()
+
+
+def test_the_close_a_websockets_user_is_told_of() -> None:
+    dropped = connection_closed(None)
+    assert (dropped.code, dropped.reason, dropped.__cause__) == (1006, "", None)
+    here = connection_closed(None, closed_here=(4000, "bye"))
+    assert (here.code, here.reason) == (4000, "bye")
+    failure = ConnectionLostError("cut")
+    peer = connection_closed(ChannelClosed(code=1011, reason="oops", error=failure))
+    assert (peer.code, peer.reason, peer.__cause__) == (1011, "oops", failure)
+    answered = connection_closed(ChannelClosed(code=1000), closed_here=(1000, ""))
+    assert (answered.code, answered.__cause__) == (1000, None)
+    assert MessageAssembly.TOO_BIG == (1009, "message too big")

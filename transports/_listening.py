@@ -1,0 +1,105 @@
+"""What the listeners of every transport share beside the kernel's supervisor: the request a
+handler sees, the head of the answer it gives, and telling the program of status changes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from hyco_core import (
+    Headers,
+    ListenerStatusChanged,
+    ListenerSupervisor,
+    RemoteEndpoint,
+    Request,
+    Response,
+    response_head,
+    split_request_target,
+)
+
+__all__ = ["AnyResponse", "RequestInfo", "head_of", "tell_status"]
+
+R = TypeVar("R", bound="RequestInfo")
+
+
+@dataclass
+class RequestInfo:
+    """An HTTP request a sender made through the relay.
+
+    ``path`` is the part after the hybrid connection's name (``/`` at least); ``deadline`` is the
+    monotonic time by which the relay wants the answer (60 s after arrival).
+    """
+
+    method: str
+    target: str
+    path: str
+    query: str
+    headers: Headers
+    remote_endpoint: RemoteEndpoint | None
+    deadline: float
+    _body: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def arrived(cls: type[R], request: Request, *, entity: str, body: bytes | None) -> R:
+        """The request as it arrives now for the hybrid connection ``entity`` (``body``
+        ``None``: it is streamed over the rendezvous)."""
+        path, query = split_request_target(request.request_target, entity)
+        return cls(
+            method=request.method or "GET",
+            target=request.request_target or "/",
+            path=path,
+            query=query,
+            headers=request.request_headers,
+            remote_endpoint=request.remote_endpoint,
+            deadline=ListenerSupervisor.request_deadline(time.monotonic()),
+            _body=body,
+        )
+
+    def time_left(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+
+class AnyResponse(Protocol):
+    """A handler's answer, whatever the transport (its body bytes or an iterable)."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str] | Iterable[tuple[str, str]]: ...
+    @property
+    def body(self) -> object: ...
+    @property
+    def reason(self) -> str | None: ...
+
+
+def head_of(request: Request, response: AnyResponse) -> Response:
+    """The ``response`` message that answers ``request``; an empty ``bytes`` body is none."""
+    has_body = not (isinstance(response.body, bytes) and not response.body)
+    return response_head(
+        request,
+        status=response.status,
+        headers=response.headers,
+        reason=response.reason,
+        has_body=has_body,
+    )
+
+
+def tell_status(
+    changes: Iterable[ListenerStatusChanged],
+    on_status: Callable[[ListenerStatusChanged], object] | None,
+    *,
+    path: str,
+    logger: logging.Logger,
+) -> None:
+    """Log each status change of the listener on ``path`` and hand it to ``on_status``, whose
+    failure is logged: it must not take the listener down."""
+    for change in changes:
+        logger.info("listener %s: %s", path, change.status.value)
+        if on_status is not None:
+            try:
+                on_status(change)
+            except Exception:
+                logger.exception("the on_status handler failed")
