@@ -1,20 +1,5 @@
-"""hyco on anyio (asyncio or trio): listeners, senders and HTTP, as thin glue around hyco_core.
-
-Sender::
-
-    async with connect(connection_string) as ws:
-        await ws.send("hello")
-        print(await ws.recv())
-
-Listener::
-
-    async with Listener.from_connection_string(connection_string) as listener:
-        async for ws in listener:
-            ...
-
-All protocol decisions are the kernel's; this module opens sockets, runs one reader task per
-socket, keeps the kernel's timers and hands out messages with backpressure.
-"""
+"""A listener on anyio: the kernel's supervisor decides, this module does the I/O (tasks, sockets,
+calling the handlers)."""
 
 from __future__ import annotations
 
@@ -24,15 +9,13 @@ import random
 import ssl
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from types import TracebackType
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from anyio.streams.tls import TLSStream
 
 from hyco_core import (
     RENDEZVOUS_CONFIG,
@@ -40,15 +23,12 @@ from hyco_core import (
     AcceptContext,
     AnswerRequest,
     ChannelClosed,
-    ChannelConfig,
     ChannelState,
     ConnectionClosed,
     ConnectionLostError,
     ControlChannel,
     DefaultAnswer,
     Event,
-    HandshakeRefused,
-    Headers,
     HttpRendezvous,
     HycoError,
     InvalidUrlError,
@@ -57,14 +37,8 @@ from hyco_core import (
     ListenerStatusChanged,
     ListenerSupervisor,
     LocalProtocolError,
-    MessageAssembly,
-    MessageReceived,
     OfferSender,
-    Opened,
     RefreshToken,
-    RejectDelivered,
-    RelayedWebSocket,
-    RemoteProtocolError,
     Request,
     RequestBodyReceived,
     RequestReceived,
@@ -73,331 +47,22 @@ from hyco_core import (
     UnknownContentIgnored,
     WebSocketChannel,
     accept_connection,
-    connection_closed,
     reject_connection,
-    sender_channel,
     tracking_id_from,
 )
 from hyco_core.timing import Backoff
+from hyco_transports._listening import RequestInfo, head_of, tell_status
+from hyco_transports.auth import RelayEndpoint, RelayToken
+from hyco_transports.pump import ChannelSocket, Clock
 
-from ._listening import RequestInfo, head_of, tell_status
-from .auth import RelayEndpoint, RelayToken, TokenProvider
-from .errors import connect_failure
-from .proxy import ProxyError, connect_request, parse_connect_response, proxy_for
-from .pump import READ_SIZE, STREAM_ERRORS, ChannelSocket, Clock, LazyEvent, MessageQueue
+from .sockets import close_stream, fetch_token, monotonic_expiry, open_socket
+from .websocket import DEFAULT_MAX_MESSAGE_SIZE, WebSocket
 
-__all__ = [
-    "AcceptContext",
-    "HttpRequest",
-    "HttpResponse",
-    "Listener",
-    "WebSocket",
-    "connect",
-]
+__all__ = ["HttpRequest", "HttpResponse", "Listener"]
 
 logger = logging.getLogger("hyco.transports.anyio")
 
-DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
-_CLOSE_WRITE_TIMEOUT = 10.0
 _RESPONSE_PIECE = 64 * 1024
-
-
-# -- opening sockets ---------------------------------------------------------------------------
-
-
-async def _open(
-    url: str,
-    channel: WebSocketChannel,
-    *,
-    ssl_context: ssl.SSLContext | None,
-    timeout: float,
-) -> tuple[ChannelSocket, Opened | None, list[Event]]:
-    """Connect to ``url`` and run the handshake of ``channel``.
-
-    Returns the socket, the ``Opened`` event (``None`` when the handshake ended otherwise, e.g. a
-    delivered rejection) and the events that followed it. Refusals raise their typed error.
-    """
-    parts = urlsplit(url)
-    secure = parts.scheme in ("wss", "https")
-    host = parts.hostname or ""
-    port = parts.port or (443 if secure else 80)
-    stream: anyio.abc.ByteStream
-    try:
-        with anyio.fail_after(timeout):
-            stream = await _connect_stream(host, port, secure=secure, ssl_context=ssl_context)
-    except (OSError, anyio.EndOfStream, anyio.BrokenResourceError) as error:
-        raise connect_failure(error, host, port, secure=secure, timeout=timeout) from None
-    socket = ChannelSocket(stream, channel)
-    try:
-        await socket.flush()
-        while True:
-            events = channel.events()
-            for index, event in enumerate(events):
-                if isinstance(event, Opened):
-                    return socket, event, events[index + 1 :]
-                if isinstance(event, HandshakeRefused):
-                    raise event.error
-                if isinstance(event, RejectDelivered):
-                    return socket, None, []
-                if isinstance(event, ChannelClosed):
-                    raise event.error or ConnectionLostError("closed during the handshake")
-            deadline = channel.get_timer()
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            with anyio.move_on_after(wait):
-                try:
-                    data = await stream.receive(READ_SIZE)
-                except STREAM_ERRORS:
-                    channel.receive_eof()
-                else:
-                    channel.receive_data(data, time.monotonic())
-                continue
-            channel.handle_timer(time.monotonic())
-    except BaseException:
-        await _close(stream)
-        raise
-
-
-async def _connect_stream(
-    host: str, port: int, *, secure: bool, ssl_context: ssl.SSLContext | None
-) -> anyio.abc.ByteStream:
-    """TCP (through an HTTP CONNECT proxy when the environment names one), then TLS."""
-    proxy = proxy_for(host, secure=secure)
-    if proxy is None:
-        if secure:
-            return await anyio.connect_tcp(
-                host, port, tls=True, ssl_context=ssl_context, tls_standard_compatible=False
-            )
-        return await anyio.connect_tcp(host, port)
-    stream: anyio.abc.ByteStream = await anyio.connect_tcp(proxy.host, proxy.port)
-    try:
-        await stream.send(connect_request(host, port, proxy))
-        head = b""
-        while (end := parse_connect_response(head)) is None:
-            head += await stream.receive()
-        if head[end:]:
-            raise ProxyError("the proxy sent data before the tunnel was used")
-        if secure:
-            stream = await TLSStream.wrap(
-                stream,
-                hostname=host,
-                ssl_context=ssl_context or ssl.create_default_context(),
-                standard_compatible=False,
-            )
-    except BaseException:
-        await _close(stream)
-        raise
-    return stream
-
-
-async def _close(stream: anyio.abc.AsyncResource) -> None:
-    """Close a stream even while the closing task is being cancelled."""
-    with anyio.CancelScope(shield=True):
-        await stream.aclose()
-
-
-async def _token(provider: TokenProvider | None, resource: str) -> RelayToken | None:
-    if provider is None:
-        return None
-    if provider.blocking:
-        return await anyio.to_thread.run_sync(provider.get_token, resource)
-    return provider.get_token(resource)
-
-
-# -- relayed WebSockets ------------------------------------------------------------------------
-
-
-class WebSocket:
-    """An end-to-end WebSocket through the relay: a sender's, or one a listener accepted.
-
-    ``recv`` returns whole messages (``str`` for text, ``bytes`` for binary); a slow reader slows
-    the peer down. Iterating yields messages until the connection closes normally.
-    """
-
-    __slots__ = (
-        "_assembly",
-        "_closed",
-        "_done",
-        "_local_close",
-        "_messages",
-        "_socket",
-        "accept",
-        "subprotocol",
-    )
-
-    def __init__(
-        self,
-        socket: ChannelSocket,
-        opened: Opened,
-        *,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        accept: Accept | None = None,
-    ) -> None:
-        self._socket = socket
-        self.subprotocol = opened.subprotocol
-        self.accept = accept
-        self._messages = MessageQueue(4)
-        self._assembly = MessageAssembly(max_message_size)  # of the message being received
-        self._closed: ChannelClosed | None = None
-        self._local_close: tuple[int, str] | None = None
-        self._done = LazyEvent()
-
-    def __repr__(self) -> str:
-        return f"<WebSocket {self._socket.channel.state.value}>"
-
-    @property
-    def close_code(self) -> int | None:
-        return self._closed.code if self._closed else None
-
-    @property
-    def close_reason(self) -> str | None:
-        return self._closed.reason if self._closed else None
-
-    async def send(self, data: str | bytes) -> None:
-        """Send one text (``str``) or binary message."""
-        channel = self._channel()
-        try:
-            channel.send_message(data)
-        except LocalProtocolError:
-            closed = self._closed_error()
-            raise closed from closed.__cause__
-        await self._socket.flush()
-
-    async def recv(self) -> str | bytes:
-        """The next whole message; raises :class:`~hyco_core.ConnectionClosed` once closed."""
-        message = await self._messages.get()
-        if message is None:
-            raise self._closed_error()  # with the failure as its cause, if there was one
-        return message
-
-    def __aiter__(self) -> WebSocket:
-        return self
-
-    async def __anext__(self) -> str | bytes:
-        """The next message; iteration ends at a normal close (1000, 1001), else raises."""
-        try:
-            return await self.recv()
-        except ConnectionClosed as closed:
-            if closed.code in (1000, 1001) and closed.__cause__ is None:
-                raise StopAsyncIteration from None
-            raise
-
-    async def ping(self, payload: bytes = b"") -> None:
-        try:
-            self._channel().ping(payload)
-        except LocalProtocolError:
-            closed = self._closed_error()
-            raise closed from closed.__cause__
-        await self._socket.flush()
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close and wait until the peer has answered (or the close timeout has passed).
-
-        Messages not read yet are dropped: the reader must be free to see the peer's answer.
-        """
-        self._local_close = (code, reason)
-        self._messages.discard()
-        self._channel().close(code, reason, now=time.monotonic())
-        # Once taken from the kernel, the close frame must reach the wire even if this task is
-        # cancelled meanwhile; the close timeout bounds the wait.
-        with anyio.CancelScope(shield=True, deadline=anyio.current_time() + _CLOSE_WRITE_TIMEOUT):
-            await self._socket.flush()
-        await self._done.wait()
-
-    async def __aenter__(self) -> WebSocket:
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.close()
-
-    def _channel(self) -> RelayedWebSocket:
-        channel = self._socket.channel
-        assert isinstance(channel, RelayedWebSocket)
-        return channel
-
-    def _closed_error(self) -> ConnectionClosed:
-        return connection_closed(self._closed, closed_here=self._local_close)
-
-    async def _run(self, leftover: list[Event]) -> None:
-        """The reader task: feeds the kernel, assembles messages, queues them."""
-        try:
-            for event in leftover:
-                await self._on_event(event)
-            await self._socket.run(self._on_event)
-        finally:
-            self._messages.end()  # what is queued can still be read; then recv reports the close
-            self._done.set()
-            await _close(self._socket.stream)
-            self._socket.mark_released()
-
-    async def _on_event(self, event: Event) -> None:
-        if isinstance(event, MessageReceived):
-            try:
-                whole = self._assembly.add(event.data, event.final)
-            except RemoteProtocolError:
-                self._channel().close(*MessageAssembly.TOO_BIG, now=time.monotonic())
-                return
-            if whole is not None:
-                await self._messages.put(whole)  # dropped if closed here: nobody will read it
-        elif isinstance(event, ChannelClosed):
-            self._closed = event
-
-
-@asynccontextmanager
-async def connect(
-    target: str | RelayEndpoint,
-    *,
-    path: str | None = None,
-    suffix: str = "",
-    query: str = "",
-    headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
-    subprotocols: Iterable[str] = (),
-    token_in_query: bool = False,
-    tracking_id: str | None = None,
-    connect_timeout: float = 70.0,
-    ssl_context: ssl.SSLContext | None = None,
-    keepalive: KeepAlive | None = None,
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-) -> AsyncIterator[WebSocket]:
-    """Open a sender's WebSocket to a hybrid connection (a connection string or an endpoint)."""
-    endpoint = RelayEndpoint.of(target, path=path)
-    token = await _token(endpoint.token_provider, endpoint.resource)
-    url, channel = sender_channel(
-        endpoint.namespace,
-        endpoint.path,
-        token=token.token if token else None,
-        now=time.monotonic(),
-        nonce=os.urandom(16),
-        token_in_query=token_in_query,
-        tracking_id=tracking_id,
-        suffix=suffix,
-        query=query,
-        headers=list(Headers(headers).items()),
-        subprotocols=list(subprotocols),
-        secure=endpoint.secure,
-        config=ChannelConfig(handshake_timeout=connect_timeout, keepalive=keepalive or KeepAlive()),
-    )
-    socket, opened, leftover = await _open(
-        url, channel, ssl_context=ssl_context, timeout=connect_timeout
-    )
-    assert opened is not None
-    websocket = WebSocket(socket, opened, max_message_size=max_message_size)
-    failure: Exception | None = None
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(websocket._run, leftover)
-        try:
-            yield websocket
-        except Exception as error:
-            # Raised again outside the task group, which would wrap it in an ExceptionGroup:
-            # the caller catches ConnectionClosed (or its own error) as itself.
-            failure = error
-        finally:
-            with anyio.CancelScope(shield=True):
-                await websocket.close()  # idempotent: also releases what a peer's close left
-    if failure is not None:
-        raise failure
-
-
-# -- listeners ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -620,7 +285,7 @@ class Listener:
             else:
                 if not supervisor.online():  # closed while it opened
                     await control.release(1000, "listener closed")
-                    await _close(control.stream)
+                    await close_stream(control.stream)
                     return
                 self._control = control
                 self._notify()
@@ -636,21 +301,21 @@ class Listener:
                 await self._closing.wait()
 
     async def _open_control(self) -> tuple[ChannelSocket, list[Event]]:
-        token = await self._token()
+        token = await self._fetch_token()
         channel = self._supervisor.control_channel(
             token.token if token else None,
-            _monotonic_expiry(token),
+            monotonic_expiry(token),
             now=time.monotonic(),
             nonce=os.urandom(16),
         )
-        socket, _opened, leftover = await _open(
+        socket, _opened, leftover = await open_socket(
             self._supervisor.control_url, channel, ssl_context=self._ssl_context, timeout=70.0
         )
         return socket, leftover
 
-    async def _token(self) -> RelayToken | None:
+    async def _fetch_token(self) -> RelayToken | None:
         try:
-            return await _token(self.endpoint.token_provider, self.endpoint.resource)
+            return await fetch_token(self.endpoint.token_provider, self.endpoint.resource)
         except HycoError:
             raise
         except Exception as error:
@@ -672,7 +337,7 @@ class Listener:
                 await on_event(event)
             await socket.run(on_event)
         finally:
-            await _close(socket.stream)
+            await close_stream(socket.stream)
         return closed[0] if closed else None
 
     def _on_control_event(self, event: Event) -> None:
@@ -693,7 +358,7 @@ class Listener:
     async def _renew(self) -> None:
         control = self._control
         try:
-            token = await self._token()
+            token = await self._fetch_token()
         except HycoError:
             logger.exception("could not get a fresh token; the relay will close at expiry")
             return
@@ -701,7 +366,7 @@ class Listener:
             return
         channel = control.channel
         assert isinstance(channel, ControlChannel)
-        channel.renew_token(token.token, now=time.monotonic(), expires_at=_monotonic_expiry(token))
+        channel.renew_token(token.token, now=time.monotonic(), expires_at=monotonic_expiry(token))
         await control.flush()
 
     def _notify(self) -> None:
@@ -761,13 +426,13 @@ class Listener:
                     now=time.monotonic(),
                     nonce=os.urandom(16),
                 )
-                socket, _, _ = await _open(
+                socket, _, _ = await open_socket(
                     accept.address,
                     channel,
                     ssl_context=self._ssl_context,
                     timeout=RENDEZVOUS_CONFIG.handshake_timeout,
                 )
-                await _close(socket.stream)
+                await close_stream(socket.stream)
                 return None
             channel = accept_connection(
                 accept,
@@ -776,7 +441,7 @@ class Listener:
                 nonce=os.urandom(16),
                 config=self._supervisor.rendezvous_config,
             )
-            socket, opened, leftover = await _open(
+            socket, opened, leftover = await open_socket(
                 accept.address,
                 channel,
                 ssl_context=self._ssl_context,
@@ -838,7 +503,7 @@ class Listener:
             config=self._supervisor.rendezvous_config,
         )
         try:
-            socket, _, leftover = await _open(
+            socket, _, leftover = await open_socket(
                 announced.address,
                 rendezvous,
                 ssl_context=self._ssl_context,
@@ -885,7 +550,7 @@ class Listener:
         finally:
             if pieces is not None:
                 pieces.close()
-            await _close(socket.stream)
+            await close_stream(socket.stream)
 
     async def _answer_on_rendezvous(
         self,
@@ -977,10 +642,3 @@ async def _send_response(
     except Exception:
         logger.exception("the response body failed; cutting the response")
         await socket.release(1011, "The response failed")
-
-
-def _monotonic_expiry(token: RelayToken | None) -> float | None:
-    """A token's Unix expiry on the monotonic clock the kernel runs on."""
-    if token is None or token.expires_at is None:
-        return None
-    return time.monotonic() + (token.expires_at - time.time())
