@@ -30,7 +30,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
-from .channel import RENDEZVOUS_CONFIG, ChannelConfig
+from .channel import (
+    RENDEZVOUS_CONFIG,
+    ChannelConfig,
+    RejectChannel,
+    RelayedWebSocket,
+    accept_connection,
+    reject_connection,
+)
 from .control import ControlChannel
 from .errors import AuthorizationError, ConnectionLostError, HycoError
 from .events import (
@@ -42,6 +49,7 @@ from .events import (
     RequestReceived,
     TokenRenewalDue,
 )
+from .handling import AcceptContext
 from .http import fits_inline
 from .lifecycle import ListenerLifecycle
 from .messages import Accept, Request
@@ -71,11 +79,21 @@ class DefaultAnswer:
 
 @dataclass(frozen=True, slots=True)
 class OfferSender:
-    """Run the accept handler for this sender, unless ``refusal`` already decides (the listener
-    is closing): then reject the rendezvous with it."""
+    """Run the accept handler for this sender with :meth:`context`, unless ``refusal`` already
+    decides (the listener is closing); then open
+    :meth:`ListenerSupervisor.rendezvous_channel`."""
 
     accept: Accept
     refusal: tuple[int, str] | None
+
+    def context(self) -> AcceptContext:
+        """What the accept handler sees, rejected already when ``refusal`` is set. Raises
+        :class:`~hyco_core.errors.InvalidUrlError` when the relay's address is unusable: there
+        is nothing to answer then."""
+        context = AcceptContext(self.accept)
+        if self.refusal is not None:
+            context.reject(*self.refusal)
+        return context
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +298,25 @@ class ListenerSupervisor:
         control channel is to close now: the listener is closing and that was the last."""
         self._unanswered -= 1
         return self.control_may_close
+
+    def rendezvous_channel(
+        self, context: AcceptContext, *, now: float, nonce: bytes
+    ) -> RelayedWebSocket | RejectChannel:
+        """The rendezvous that carries the decision on a sender: its accepted WebSocket, or the
+        delivery of its rejection."""
+        accept = context.accept_message
+        if context.rejection is not None:
+            status, description = context.rejection
+            return reject_connection(
+                accept, status_code=status, description=description, now=now, nonce=nonce
+            )
+        return accept_connection(
+            accept,
+            subprotocol=context.subprotocol,
+            now=now,
+            nonce=nonce,
+            config=self.rendezvous_config,
+        )
 
     @staticmethod
     def answers_inline(body: bytes | None) -> bool:

@@ -1,16 +1,23 @@
-"""What the listeners of every transport share beside the kernel's supervisor: the request a
-handler sees, the head of the answer it gives, and telling the program of status changes."""
+"""What the listeners of every transport share beside the kernel's supervisor: what a listener
+holds, the request a handler sees, the head of the answer it gives, and telling the program of
+status changes."""
 
 from __future__ import annotations
 
 import logging
+import os
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from hyco_core import (
+    Backoff,
     Headers,
+    HycoError,
+    KeepAlive,
+    ListenerStatus,
     ListenerStatusChanged,
     ListenerSupervisor,
     RemoteEndpoint,
@@ -18,11 +25,65 @@ from hyco_core import (
     Response,
     response_head,
     split_request_target,
+    tracking_id_from,
 )
 
-__all__ = ["AnyResponse", "RequestInfo", "head_of", "tell_status"]
+from .auth import RelayEndpoint
+
+__all__ = ["AnyResponse", "ListenerBase", "RequestInfo", "head_of", "tell_status"]
 
 R = TypeVar("R", bound="RequestInfo")
+L = TypeVar("L", bound="ListenerBase")
+
+
+class ListenerBase:
+    """What every transport's listener holds: its endpoint, the supervisor that decides for it,
+    and the options its I/O uses."""
+
+    def __init__(
+        self,
+        endpoint: RelayEndpoint,
+        *,
+        serves_http: bool,
+        on_status: Callable[[ListenerStatusChanged], object] | None,
+        ssl_context: ssl.SSLContext | None,
+        backoff: Backoff | None,
+        keepalive: KeepAlive | None,
+        tracking_id: str | None,
+        max_message_size: int,
+    ) -> None:
+        self.endpoint = endpoint
+        self._on_status = on_status
+        self._ssl_context = ssl_context
+        self._max_message_size = max_message_size
+        self._supervisor = ListenerSupervisor(
+            namespace=endpoint.namespace,
+            path=endpoint.path,
+            secure=endpoint.secure,
+            tracking_id=tracking_id or tracking_id_from(os.urandom(16)),
+            serves_http=serves_http,
+            keepalive=keepalive,
+            backoff=backoff,
+        )
+        self.tracking_id = self._supervisor.tracking_id
+
+    @classmethod
+    def from_connection_string(
+        cls: type[L], connection_string: str, *, path: str | None = None, **options: Any
+    ) -> L:
+        endpoint = RelayEndpoint.from_connection_string(connection_string, path=path)
+        return cls(endpoint, **options)
+
+    def __repr__(self) -> str:
+        return f"<Listener {self.endpoint.namespace}/{self.endpoint.path} {self.status.value}>"
+
+    @property
+    def status(self) -> ListenerStatus:
+        return self._supervisor.status
+
+    @property
+    def last_error(self) -> HycoError | None:
+        return self._supervisor.last_error
 
 
 @dataclass

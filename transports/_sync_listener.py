@@ -17,7 +17,6 @@ from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from hyco_core import (
     RENDEZVOUS_CONFIG,
-    Accept,
     AcceptContext,
     AnswerRequest,
     ChannelClosed,
@@ -39,19 +38,17 @@ from hyco_core import (
     Opened,
     Phase,
     RefreshToken,
+    RejectChannel,
     Request,
     RequestBodyReceived,
     RequestReceived,
     ServeRendezvous,
     UnknownContentIgnored,
     WebSocketChannel,
-    accept_connection,
-    reject_connection,
-    tracking_id_from,
 )
 from hyco_core.timing import Backoff
 
-from ._listening import RequestInfo, head_of, tell_status
+from ._listening import ListenerBase, RequestInfo, head_of, tell_status
 from ._sync_io import (
     Backend,
     Mailbox,
@@ -137,7 +134,7 @@ RequestHandler = Callable[[HttpRequest], HttpResponse]
 StatusHandler = Callable[[ListenerStatusChanged], object]
 
 
-class Listener:
+class Listener(ListenerBase):
     """A listener on one hybrid connection: stays online, accepts WebSockets, answers HTTP.
 
     Opening (``with``) fails fast with a typed error (bad token, unknown entity, ...). Once
@@ -168,23 +165,19 @@ class Listener:
         accept_queue: int = 16,
     ) -> None:
         backend = self._backend
-        self.endpoint = endpoint
+        super().__init__(
+            endpoint,
+            serves_http=request_handler is not None,
+            on_status=on_status,
+            ssl_context=ssl_context,
+            backoff=backoff,
+            keepalive=keepalive,
+            tracking_id=tracking_id,
+            max_message_size=max_message_size,
+        )
         self._accept_handler = accept_handler
         self._connection_handler = connection_handler
         self._request_handler = request_handler
-        self._on_status = on_status
-        self._ssl_context = ssl_context
-        self._supervisor = ListenerSupervisor(
-            namespace=endpoint.namespace,
-            path=endpoint.path,
-            secure=endpoint.secure,
-            tracking_id=tracking_id or tracking_id_from(os.urandom(16)),
-            serves_http=request_handler is not None,
-            keepalive=keepalive,
-            backoff=backoff,
-        )
-        self.tracking_id = self._supervisor.tracking_id
-        self._max_message_size = max_message_size
         self._accepted: Mailbox[WebSocket] = Mailbox(backend, accept_queue)
         self._lock = backend.lock()
         self._control: Pump[ControlChannel] | None = None
@@ -195,24 +188,6 @@ class Listener:
         self._closing = backend.signal()
         self._ended = backend.signal()
         self._leaving = False
-
-    @classmethod
-    def from_connection_string(
-        cls: type[L], connection_string: str, *, path: str | None = None, **options: Any
-    ) -> L:
-        endpoint = RelayEndpoint.from_connection_string(connection_string, path=path)
-        return cls(endpoint, **options)
-
-    def __repr__(self) -> str:
-        return f"<Listener {self.endpoint.namespace}/{self.endpoint.path} {self.status.value}>"
-
-    @property
-    def status(self) -> ListenerStatus:
-        return self._supervisor.status
-
-    @property
-    def last_error(self) -> HycoError | None:
-        return self._supervisor.last_error
 
     def __enter__(self: L) -> L:
         self._spawn(self._run)
@@ -403,7 +378,7 @@ class Listener:
             with self._lock:
                 work = self._supervisor.dispatch(event)
             if isinstance(work, OfferSender):
-                self._spawn(self._handle_accept, work.accept, work.refusal)
+                self._spawn(self._handle_accept, work)
             elif isinstance(work, AnswerRequest):
                 self._spawn(self._answer_inline, control, work)
             elif isinstance(work, ServeRendezvous):
@@ -443,44 +418,30 @@ class Listener:
 
     # -- accepting WebSockets ----------------------------------------------------------------
 
-    def _handle_accept(self, accept: Accept, refusal: tuple[int, str] | None) -> None:
+    def _handle_accept(self, work: OfferSender) -> None:
         logger = self._backend.logger
+        accept = work.accept
         try:
-            context = AcceptContext(accept)
+            context = work.context()
         except InvalidUrlError as error:  # the relay's address is unusable: nothing to answer
             logger.warning("could not complete the rendezvous for %s: %s", accept.id, error)
             return
-        if refusal is not None:
-            context.reject(*refusal)
-        elif self._accept_handler is not None:
+        if work.refusal is None and self._accept_handler is not None:
             try:
                 self._accept_handler(context)
             except Exception:
                 logger.exception("the accept handler failed; rejecting with 502")
                 context.reject(*ListenerSupervisor.ACCEPT_HANDLER_FAILED)
+        channel = self._supervisor.rendezvous_channel(
+            context, now=time.monotonic(), nonce=os.urandom(16)
+        )
         try:
-            if context.rejection is not None:
-                status, description = context.rejection
-                rejection = reject_connection(
-                    accept,
-                    status_code=status,
-                    description=description,
-                    now=time.monotonic(),
-                    nonce=os.urandom(16),
-                )
-                pump, _, _ = self._open(accept.address, rejection)
-                pump.close_socket()
-                return
-            channel = accept_connection(
-                accept,
-                subprotocol=context.subprotocol,
-                now=time.monotonic(),
-                nonce=os.urandom(16),
-                config=self._supervisor.rendezvous_config,
-            )
             accepted, opened, leftover = self._open(accept.address, channel)
         except HycoError as error:
             logger.warning("could not complete the rendezvous for %s: %s", accept.id, error)
+            return
+        if isinstance(channel, RejectChannel):
+            accepted.close_socket()
             return
         assert opened is not None
         websocket = WebSocket(

@@ -4,7 +4,7 @@ life, and a sender's (its channel, the close it reports), without sockets or clo
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import given
@@ -21,6 +21,7 @@ from hyco_core import (
     EndpointNotFoundError,
     Headers,
     HycoError,
+    InvalidUrlError,
     KeepAlive,
     ListenerStatus,
     ListenerSupervisor,
@@ -28,6 +29,8 @@ from hyco_core import (
     MessageAssembly,
     OfferSender,
     RefreshToken,
+    RejectChannel,
+    RelayedWebSocket,
     RendezvousRequested,
     Request,
     RequestReceived,
@@ -313,3 +316,20 @@ def test_the_close_a_websockets_user_is_told_of() -> None:
     answered = connection_closed(ChannelClosed(code=1000), closed_here=(1000, ""))
     assert (answered.code, answered.__cause__) == (1000, None)
     assert MessageAssembly.TOO_BIG == (1009, "message too big")
+
+
+def test_a_senders_decision_travels_on_its_rendezvous() -> None:
+    listener = online(supervisor())
+    offered = OfferSender(ACCEPT, None)
+    context = offered.context()
+    assert context.rejection is None
+    accepted = listener.rendezvous_channel(context, now=0.0, nonce=bytes(16))
+    assert isinstance(accepted, RelayedWebSocket)
+    assert b"sb-hc-action=accept" in accepted.data_to_send()
+    refused = OfferSender(ACCEPT, (503, "The listener is closing")).context()
+    assert refused.rejection == (503, "The listener is closing")
+    rejection = listener.rendezvous_channel(refused, now=0.0, nonce=bytes(16))
+    assert isinstance(rejection, RejectChannel)
+    assert b"sb-hc-statusCode=503" in rejection.data_to_send()
+    with pytest.raises(InvalidUrlError):
+        OfferSender(replace(ACCEPT, address="not a relay address"), None).context()

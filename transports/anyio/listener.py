@@ -19,7 +19,6 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from hyco_core import (
     RENDEZVOUS_CONFIG,
-    Accept,
     AcceptContext,
     AnswerRequest,
     ChannelClosed,
@@ -39,19 +38,16 @@ from hyco_core import (
     LocalProtocolError,
     OfferSender,
     RefreshToken,
+    RejectChannel,
     Request,
     RequestBodyReceived,
     RequestReceived,
     Response,
     ServeRendezvous,
     UnknownContentIgnored,
-    WebSocketChannel,
-    accept_connection,
-    reject_connection,
-    tracking_id_from,
 )
 from hyco_core.timing import Backoff
-from hyco_transports._listening import RequestInfo, head_of, tell_status
+from hyco_transports._listening import ListenerBase, RequestInfo, head_of, tell_status
 from hyco_transports.auth import RelayEndpoint, RelayToken
 from hyco_transports.pump import ChannelSocket, Clock
 
@@ -105,7 +101,7 @@ RequestHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 StatusHandler = Callable[[ListenerStatusChanged], None]
 
 
-class Listener:
+class Listener(ListenerBase):
     """A listener on one hybrid connection: stays online, accepts WebSockets, answers HTTP.
 
     Opening fails fast with a typed error (bad token, unknown entity, ...). Once online, any loss
@@ -128,23 +124,19 @@ class Listener:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         accept_queue: int = 16,
     ) -> None:
-        self.endpoint = endpoint
+        super().__init__(
+            endpoint,
+            serves_http=request_handler is not None,
+            on_status=on_status,
+            ssl_context=ssl_context,
+            backoff=backoff,
+            keepalive=keepalive,
+            tracking_id=tracking_id,
+            max_message_size=max_message_size,
+        )
         self._accept_handler = accept_handler
         self._connection_handler = connection_handler
         self._request_handler = request_handler
-        self._on_status = on_status
-        self._ssl_context = ssl_context
-        self._supervisor = ListenerSupervisor(
-            namespace=endpoint.namespace,
-            path=endpoint.path,
-            secure=endpoint.secure,
-            tracking_id=tracking_id or tracking_id_from(os.urandom(16)),
-            serves_http=request_handler is not None,
-            keepalive=keepalive,
-            backoff=backoff,
-        )
-        self.tracking_id = self._supervisor.tracking_id
-        self._max_message_size = max_message_size
         sender, receiver = anyio.create_memory_object_stream[WebSocket](accept_queue)
         self._accepted: MemoryObjectSendStream[WebSocket] = sender
         self._connections: MemoryObjectReceiveStream[WebSocket] = receiver
@@ -156,24 +148,6 @@ class Listener:
         self._closing = anyio.Event()
         self._ended = anyio.Event()
         self._answers_sent = anyio.Event()  # set once every inline request is answered
-
-    @classmethod
-    def from_connection_string(
-        cls, connection_string: str, *, path: str | None = None, **options: object
-    ) -> Listener:
-        endpoint = RelayEndpoint.from_connection_string(connection_string, path=path)
-        return cls(endpoint, **options)  # type: ignore[arg-type]
-
-    def __repr__(self) -> str:
-        return f"<Listener {self.endpoint.namespace}/{self.endpoint.path} {self.status.value}>"
-
-    @property
-    def status(self) -> ListenerStatus:
-        return self._supervisor.status
-
-    @property
-    def last_error(self) -> HycoError | None:
-        return self._supervisor.last_error
 
     async def __aenter__(self) -> Listener:
         self._tasks = anyio.create_task_group()
@@ -345,7 +319,7 @@ class Listener:
         assert tasks is not None
         work = self._supervisor.dispatch(event)
         if isinstance(work, OfferSender):
-            tasks.start_soon(_contained, self._handle_accept, work.accept, work.refusal)
+            tasks.start_soon(_contained, self._handle_accept, work)
         elif isinstance(work, AnswerRequest):
             tasks.start_soon(_contained, self._answer_inline, work)
         elif isinstance(work, ServeRendezvous):
@@ -375,8 +349,9 @@ class Listener:
 
     # -- accepting WebSockets ----------------------------------------------------------------
 
-    async def _handle_accept(self, accept: Accept, refusal: tuple[int, str] | None) -> None:
-        websocket = await self._open_accepted(accept, refusal)
+    async def _handle_accept(self, work: OfferSender) -> None:
+        accept = work.accept
+        websocket = await self._open_accepted(work)
         if websocket is None:
             return
         if self._connection_handler is not None:
@@ -398,49 +373,25 @@ class Listener:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             await websocket.close(*ListenerSupervisor.UNCLAIMED)
 
-    async def _open_accepted(
-        self, accept: Accept, refusal: tuple[int, str] | None
-    ) -> WebSocket | None:
+    async def _open_accepted(self, work: OfferSender) -> WebSocket | None:
         """Decide, then open the rendezvous (or reject it); an accepted WebSocket comes back
         with its reader running. Nothing of the handshake outlives this call."""
+        accept = work.accept
         try:
-            context = AcceptContext(accept)
+            context = work.context()
         except InvalidUrlError as error:  # the relay's address is unusable: nothing to answer
             logger.warning("could not complete the rendezvous for %s: %s", accept.id, error)
             return None
-        if refusal is not None:
-            context.reject(*refusal)
-        elif self._accept_handler is not None:
+        if work.refusal is None and self._accept_handler is not None:
             try:
                 await self._accept_handler(context)
             except Exception:
                 logger.exception("the accept handler failed; rejecting with 502")
                 context.reject(*ListenerSupervisor.ACCEPT_HANDLER_FAILED)
+        channel = self._supervisor.rendezvous_channel(
+            context, now=time.monotonic(), nonce=os.urandom(16)
+        )
         try:
-            if context.rejection is not None:
-                status, description = context.rejection
-                channel: WebSocketChannel = reject_connection(
-                    accept,
-                    status_code=status,
-                    description=description,
-                    now=time.monotonic(),
-                    nonce=os.urandom(16),
-                )
-                socket, _, _ = await open_socket(
-                    accept.address,
-                    channel,
-                    ssl_context=self._ssl_context,
-                    timeout=RENDEZVOUS_CONFIG.handshake_timeout,
-                )
-                await close_stream(socket.stream)
-                return None
-            channel = accept_connection(
-                accept,
-                subprotocol=context.subprotocol,
-                now=time.monotonic(),
-                nonce=os.urandom(16),
-                config=self._supervisor.rendezvous_config,
-            )
             socket, opened, leftover = await open_socket(
                 accept.address,
                 channel,
@@ -450,14 +401,17 @@ class Listener:
         except HycoError as error:
             logger.warning("could not complete the rendezvous for %s: %s", accept.id, error)
             return None
+        if isinstance(channel, RejectChannel):
+            await close_stream(socket.stream)
+            return None
         assert opened is not None
         socket.clock = self._clock
         websocket = WebSocket(
             socket, opened, max_message_size=self._max_message_size, accept=accept
         )
-        work = self._work
-        assert work is not None
-        work.start_soon(websocket._run, leftover)
+        tasks = self._work
+        assert tasks is not None
+        tasks.start_soon(websocket._run, leftover)
         return websocket
 
     # -- HTTP --------------------------------------------------------------------------------
