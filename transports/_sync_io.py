@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, ParamSpec, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from hyco_core import (
@@ -48,6 +48,7 @@ __all__ = [
     "Signal",
     "Stream",
     "Worker",
+    "WorkerPool",
     "fetch_token",
     "monotonic_expiry",
     "open_channel",
@@ -66,6 +67,7 @@ _HURRY_INTERVAL = 0.05
 _WRITER_GRACE = 2.0
 
 T = TypeVar("T")
+P = ParamSpec("P")
 C = TypeVar("C", bound=WebSocketChannel)
 R = TypeVar("R")
 
@@ -152,6 +154,44 @@ class Backend(Protocol):
 
 
 # -- a bounded, closable queue -----------------------------------------------------------------
+
+
+class WorkerPool:
+    """The workers one listener started, each running one piece of its work: spawned, and all
+    joined at the end. A piece's failure is logged, never the listener's end."""
+
+    def __init__(self, backend: Backend, name: str) -> None:
+        self._backend = backend
+        self._name = name
+        self._lock = backend.lock()
+        self._workers: list[Worker] = []
+
+    def spawn(self, function: Callable[P, object], *args: P.args, **kwargs: P.kwargs) -> None:
+        logger = self._backend.logger
+
+        def work() -> None:
+            try:
+                function(*args, **kwargs)
+            except Exception:
+                logger.exception("a listener worker failed")
+
+        with self._lock:
+            self._workers = [worker for worker in self._workers if worker.is_alive()]
+            self._workers.append(self._backend.spawn(work, self._name))
+
+    def join(self, deadline: float) -> bool:
+        """Wait until every worker has finished; ``False`` when ``deadline`` passed first."""
+        while True:
+            with self._lock:
+                self._workers = [worker for worker in self._workers if worker.is_alive()]
+                workers = list(self._workers)
+            if not workers:
+                return True
+            for worker in workers:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                worker.join(remaining)
 
 
 class Mailbox(Generic[T]):

@@ -13,7 +13,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, ParamSpec, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from hyco_core import (
     RENDEZVOUS_CONFIG,
@@ -53,7 +53,7 @@ from ._sync_io import (
     Backend,
     Mailbox,
     Pump,
-    Worker,
+    WorkerPool,
     fetch_token,
     monotonic_expiry,
     open_channel,
@@ -80,7 +80,6 @@ _CONTROL_TIMEOUT = 70.0
 _DRAIN_TIMEOUT = 60.0
 _ABORT_WAIT = 5.0
 
-P = ParamSpec("P")
 L = TypeVar("L", bound="Listener")
 
 
@@ -181,7 +180,7 @@ class Listener(ListenerBase):
         self._accepted: Mailbox[WebSocket] = Mailbox(backend, accept_queue)
         self._lock = backend.lock()
         self._control: Pump[ControlChannel] | None = None
-        self._workers: list[Worker] = []
+        self._workers = WorkerPool(backend, "hyco-listener")
         self._websockets: set[WebSocket] = set()
         self._rendezvous: set[Pump[HttpRendezvous]] = set()
         self._first_outcome = backend.signal()
@@ -190,10 +189,10 @@ class Listener(ListenerBase):
         self._leaving = False
 
     def __enter__(self: L) -> L:
-        self._spawn(self._run)
+        self._workers.spawn(self._run)
         self._first_outcome.wait()
         if self.status is not ListenerStatus.ONLINE:
-            self._join_all(time.monotonic() + _ABORT_WAIT)
+            self._workers.join(time.monotonic() + _ABORT_WAIT)
             self._notify()
             raise self.last_error or ConnectionLostError("the listener could not open")
         return self
@@ -206,7 +205,7 @@ class Listener(ListenerBase):
         for websocket in [*self._accepted.discard(), *websockets]:
             self._say_goodbye(websocket)
         self._retire_idle_rendezvous()
-        if not self._join_all(time.monotonic() + _DRAIN_TIMEOUT):
+        if not self._workers.join(time.monotonic() + _DRAIN_TIMEOUT):
             self._backend.logger.warning("listener work still under way; dropping connections")
             with self._lock:
                 pumps: list[Pump[Any]] = [ws._pump for ws in self._websockets]
@@ -215,7 +214,7 @@ class Listener(ListenerBase):
                     pumps.append(self._control)
             for pump in pumps:
                 pump.abort()
-            if not self._join_all(time.monotonic() + _ABORT_WAIT):
+            if not self._workers.join(time.monotonic() + _ABORT_WAIT):
                 self._backend.logger.warning("some listener handlers did not return")
         self._notify()
 
@@ -265,33 +264,6 @@ class Listener(ListenerBase):
         self._retire_idle_rendezvous()
 
     # -- workers -----------------------------------------------------------------------------
-
-    def _spawn(self, function: Callable[P, object], *args: P.args, **kwargs: P.kwargs) -> None:
-        logger = self._backend.logger
-
-        def work() -> None:
-            try:
-                function(*args, **kwargs)
-            except Exception:
-                logger.exception("a listener worker failed")
-
-        with self._lock:
-            self._workers = [worker for worker in self._workers if worker.is_alive()]
-            self._workers.append(self._backend.spawn(work, "hyco-listener"))
-
-    def _join_all(self, deadline: float) -> bool:
-        """Wait until every worker has finished; ``False`` when ``deadline`` passed first."""
-        while True:
-            with self._lock:
-                self._workers = [worker for worker in self._workers if worker.is_alive()]
-                workers = list(self._workers)
-            if not workers:
-                return True
-            for worker in workers:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                worker.join(remaining)
 
     # -- the control channel -----------------------------------------------------------------
 
@@ -378,14 +350,14 @@ class Listener(ListenerBase):
             with self._lock:
                 work = self._supervisor.dispatch(event)
             if isinstance(work, OfferSender):
-                self._spawn(self._handle_accept, work)
+                self._workers.spawn(self._handle_accept, work)
             elif isinstance(work, AnswerRequest):
-                self._spawn(self._answer_inline, control, work)
+                self._workers.spawn(self._answer_inline, control, work)
             elif isinstance(work, ServeRendezvous):
-                self._spawn(self._serve_rendezvous, work.request.address)
+                self._workers.spawn(self._serve_rendezvous, work.request.address)
             elif isinstance(work, RefreshToken):
                 control.hurry = True  # set before the renewal starts, cleared as it lands
-                self._spawn(self._renew, control)
+                self._workers.spawn(self._renew, control)
             elif isinstance(event, UnknownContentIgnored):
                 self._backend.logger.debug(
                     "ignored %.100s from the relay %.200s", event.kind, event.fields
@@ -450,7 +422,7 @@ class Listener(ListenerBase):
         with self._lock:
             self._websockets.add(websocket)
             leaving = self._leaving
-        self._spawn(self._read_websocket, websocket, leftover)
+        self._workers.spawn(self._read_websocket, websocket, leftover)
         if leaving:
             self._say_goodbye(websocket)
             return
@@ -516,8 +488,8 @@ class Listener(ListenerBase):
             opened = self._open_rendezvous(request.address, request)
             if opened is not None:
                 rendezvous, leftover = opened
-                self._spawn(self._send_response, rendezvous, request, response)
-                self._spawn(self._run_rendezvous, rendezvous, leftover)
+                self._workers.spawn(self._send_response, rendezvous, request, response)
+                self._workers.spawn(self._run_rendezvous, rendezvous, leftover)
         finally:
             with self._lock:
                 drained = self._supervisor.answered()
@@ -561,7 +533,7 @@ class Listener(ListenerBase):
                 http_request = self._http_request(event.request, body=event.body, pieces=receiver)
                 with self._lock:
                     default = self._supervisor.default_answer()
-                self._spawn(
+                self._workers.spawn(
                     self._answer_on_rendezvous, rendezvous, event.request, http_request, default
                 )
             elif isinstance(event, RequestBodyReceived) and pieces is not None:
