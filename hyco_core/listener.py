@@ -303,7 +303,8 @@ class ListenerSupervisor:
         self, context: AcceptContext, *, now: float, nonce: bytes
     ) -> RelayedWebSocket | RejectChannel:
         """The rendezvous that carries the decision on a sender: its accepted WebSocket, or the
-        delivery of its rejection."""
+        delivery of its rejection. Raises :class:`~hyco_core.errors.InvalidUrlError` when the
+        relay's address is no WebSocket address: the sender cannot be answered then."""
         accept = context.accept_message
         if context.rejection is not None:
             status, description = context.rejection

@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 from hyco_core import (
     Backoff,
+    ConnectionClosed,
     Headers,
     HycoError,
     KeepAlive,
@@ -31,6 +32,8 @@ from hyco_core import (
 from .auth import RelayEndpoint
 
 __all__ = ["AnyResponse", "ListenerBase", "RequestInfo", "head_of", "tell_status"]
+
+_CLOSED = (1001, "the listener is closed")
 
 R = TypeVar("R", bound="RequestInfo")
 L = TypeVar("L", bound="ListenerBase")
@@ -84,6 +87,13 @@ class ListenerBase:
     @property
     def last_error(self) -> HycoError | None:
         return self._supervisor.last_error
+
+    def _closed_error(self) -> ConnectionClosed:
+        """What waiting for a connection raises once the listener is closed: 1001, caused by
+        what closed it when that was a failure."""
+        error = ConnectionClosed(*_CLOSED)
+        error.__cause__ = self.last_error
+        return error
 
 
 @dataclass

@@ -230,9 +230,7 @@ class Listener(ListenerBase):
         """
         websocket = self._accepted.get(timeout)
         if websocket is None:
-            error = ConnectionClosed(1001, "the listener is closed")
-            error.__cause__ = self.last_error
-            raise error
+            raise self._closed_error()
         return websocket
 
     def wait_closed(self, timeout: float | None = None) -> bool:
@@ -404,10 +402,10 @@ class Listener(ListenerBase):
             except Exception:
                 logger.exception("the accept handler failed; rejecting with 502")
                 context.reject(*ListenerSupervisor.ACCEPT_HANDLER_FAILED)
-        channel = self._supervisor.rendezvous_channel(
-            context, now=time.monotonic(), nonce=os.urandom(16)
-        )
         try:
+            channel = self._supervisor.rendezvous_channel(
+                context, now=time.monotonic(), nonce=os.urandom(16)
+            )
             accepted, opened, leftover = self._open(accept.address, channel)
         except HycoError as error:
             logger.warning("could not complete the rendezvous for %s: %s", accept.id, error)

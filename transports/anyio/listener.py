@@ -107,6 +107,10 @@ class Listener(ListenerBase):
     Opening fails fast with a typed error (bad token, unknown entity, ...). Once online, any loss
     is retried on the backoff schedule until the hybrid connection is gone or the listener is
     closed; ``on_status`` hears every ``connecting`` / ``online`` / ``offline`` / ``closed``.
+
+    Leaving the ``async with`` block closes the listener: no new work is taken, HTTP answers
+    under way are completed, connections still open are closed with 1001 (going away), and
+    every task is awaited.
     """
 
     def __init__(
@@ -148,6 +152,7 @@ class Listener(ListenerBase):
         self._closing = anyio.Event()
         self._ended = anyio.Event()
         self._answers_sent = anyio.Event()  # set once every inline request is answered
+        self._websockets: set[WebSocket] = set()  # accepted, still open
 
     async def __aenter__(self) -> Listener:
         self._tasks = anyio.create_task_group()
@@ -171,6 +176,10 @@ class Listener(ListenerBase):
         try:
             with anyio.CancelScope(shield=True):
                 await self.close()
+                await self._say_goodbye()
+                with anyio.move_on_after(ListenerSupervisor.REQUEST_TIMEOUT):
+                    await self._answers_sent.wait()
+                await self._release_control()  # answered or not: the relay has given up
         finally:
             try:
                 if isinstance(exc, Exception):
@@ -196,8 +205,15 @@ class Listener(ListenerBase):
             raise self.last_error
 
     async def accept(self) -> WebSocket:
-        """The next accepted connection (when no connection handler is set)."""
-        return await self._connections.receive()
+        """The next accepted connection (when no connection handler is set).
+
+        Raises :class:`~hyco_core.ConnectionClosed` (code 1001) once the listener is closed.
+        """
+        try:
+            return await self._connections.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            pass
+        raise self._closed_error()  # outside the handler: its cause is the listener's failure
 
     async def close(self) -> None:
         """Go offline: no new connections; in-flight responses and connections continue.
@@ -210,15 +226,18 @@ class Listener(ListenerBase):
         self._closing.set()
         self._notify()
         self._accepted.close()
-        if not self._supervisor.control_may_close:
-            with anyio.move_on_after(ListenerSupervisor.REQUEST_TIMEOUT):
-                await self._answers_sent.wait()
         while True:
             try:
                 unclaimed = self._connections.receive_nowait()
             except (anyio.WouldBlock, anyio.EndOfStream):
                 break
             await unclaimed.close(*ListenerSupervisor.UNCLAIMED)
+        if self._supervisor.control_may_close:
+            await self._release_control()
+
+    async def _release_control(self) -> None:
+        """Close the control channel: the listener is closing and its requests are answered."""
+        self._answers_sent.set()
         control = self._control
         if control is not None:
             await control.release(1000, "listener closed")
@@ -388,10 +407,10 @@ class Listener(ListenerBase):
             except Exception:
                 logger.exception("the accept handler failed; rejecting with 502")
                 context.reject(*ListenerSupervisor.ACCEPT_HANDLER_FAILED)
-        channel = self._supervisor.rendezvous_channel(
-            context, now=time.monotonic(), nonce=os.urandom(16)
-        )
         try:
+            channel = self._supervisor.rendezvous_channel(
+                context, now=time.monotonic(), nonce=os.urandom(16)
+            )
             socket, opened, leftover = await open_socket(
                 accept.address,
                 channel,
@@ -411,8 +430,21 @@ class Listener(ListenerBase):
         )
         tasks = self._work
         assert tasks is not None
-        tasks.start_soon(websocket._run, leftover)
+        tasks.start_soon(self._read_websocket, websocket, leftover)
         return websocket
+
+    async def _read_websocket(self, websocket: WebSocket, leftover: list[Event]) -> None:
+        self._websockets.add(websocket)
+        try:
+            await websocket._run(leftover)
+        finally:
+            self._websockets.discard(websocket)
+
+    async def _say_goodbye(self) -> None:
+        """Close the connections still open with 1001 (going away), all at once."""
+        async with anyio.create_task_group() as closing:
+            for websocket in list(self._websockets):
+                closing.start_soon(websocket.close, *ListenerSupervisor.UNCLAIMED)
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -421,7 +453,7 @@ class Listener(ListenerBase):
             await self._answer_inline_now(work)
         finally:
             if self._supervisor.answered():
-                self._answers_sent.set()
+                await self._release_control()
 
     async def _answer_inline_now(self, work: AnswerRequest) -> None:
         request = work.request
