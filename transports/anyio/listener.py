@@ -8,6 +8,7 @@ import os
 import random
 import ssl
 import time
+import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -152,7 +153,8 @@ class Listener(ListenerBase):
         self._closing = anyio.Event()
         self._ended = anyio.Event()
         self._answers_sent = anyio.Event()  # set once every inline request is answered
-        self._websockets: set[WebSocket] = set()  # accepted, still open
+        # Accepted, perhaps still open: held weakly, as an idle connection's memory counts.
+        self._websockets: weakref.WeakSet[WebSocket] = weakref.WeakSet()
 
     async def __aenter__(self) -> Listener:
         self._tasks = anyio.create_task_group()
@@ -430,15 +432,9 @@ class Listener(ListenerBase):
         )
         tasks = self._work
         assert tasks is not None
-        tasks.start_soon(self._read_websocket, websocket, leftover)
-        return websocket
-
-    async def _read_websocket(self, websocket: WebSocket, leftover: list[Event]) -> None:
         self._websockets.add(websocket)
-        try:
-            await websocket._run(leftover)
-        finally:
-            self._websockets.discard(websocket)
+        tasks.start_soon(websocket._run, leftover)
+        return websocket
 
     async def _say_goodbye(self) -> None:
         """Close the connections still open with 1001 (going away), all at once."""

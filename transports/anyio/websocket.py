@@ -50,6 +50,7 @@ class WebSocket:
     """
 
     __slots__ = (
+        "__weakref__",
         "_assembly",
         "_closed",
         "_done",
