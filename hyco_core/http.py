@@ -18,7 +18,13 @@ from __future__ import annotations
 
 from enum import Enum
 
-from .channel import RENDEZVOUS_CONFIG, ChannelConfig, TextCollector, WebSocketChannel
+from .channel import (
+    RENDEZVOUS_CONFIG,
+    ChannelConfig,
+    ChannelState,
+    TextCollector,
+    WebSocketChannel,
+)
 from .control import message_kind
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import RequestBodyReceived, RequestReceived, UnknownContentIgnored
@@ -92,6 +98,15 @@ class HttpRendezvous(WebSocketChannel):
     @property
     def response_phase(self) -> Phase:
         return self._response_phase
+
+    def retire_if_idle(self, *, now: float) -> bool:
+        """Close (1000) if the channel is open and no exchange is under way, as a closing
+        listener does between exchanges; ``True`` when it started the close."""
+        idle = self._request_phase is Phase.IDLE and self._response_phase is Phase.IDLE
+        if not idle or self.state is not ChannelState.OPEN:
+            return False
+        self.close(1000, "listener closed", now=now)
+        return True
 
     def send_response(self, response: Response) -> None:
         """Send the response head; with ``response.body`` set, follow with :meth:`send_body`."""

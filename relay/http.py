@@ -49,7 +49,7 @@ from .incoming import (
     resolve,
 )
 from .refusals import Abort, Refusal, listeners_fault, run_hook, write
-from .registry import EntityStats, no_listener, registry_key
+from .registry import EntityStats, Listener, no_listener, registry_key
 from .rendezvous import HttpExchange
 
 
@@ -126,6 +126,7 @@ async def _forward_request(
                 assert owner is not None
                 body = await read_body(stream, http)
                 stats.bytes_in += len(body)
+                _still_listening(owner, request.headers)
                 owner.channel.send_request(_with_body(message, bool(body)), body)
                 await owner.socket.flush()
                 await exchange.answered.wait()
@@ -133,6 +134,7 @@ async def _forward_request(
                 assert owner is not None
                 # Only the address: listeners (hyco-https among them) tell an announcement
                 # from an inline request by the absence of everything else.
+                _still_listening(owner, request.headers)
                 owner.channel.send_request(
                     Request(
                         address=message.address,
@@ -164,6 +166,13 @@ async def _forward_request(
         relay.registry.exchanges.pop(request_id, None)
         if owner is not None:
             owner.exchanges.pop(request_id, None)
+
+
+def _still_listening(listener: Listener, headers: Headers) -> None:
+    """Refuse as if no listener were there when the one picked has closed its control channel
+    since (while the sender's body was read): it is leaving, and cannot be told."""
+    if listener.channel.state is not ChannelState.OPEN:
+        raise Refusal(502, no_listener(headers), code="EndpointNotFound")
 
 
 async def _request_on_rendezvous(

@@ -36,7 +36,6 @@ from hyco_core import (
     LocalProtocolError,
     OfferSender,
     Opened,
-    Phase,
     RefreshToken,
     RejectChannel,
     Request,
@@ -598,13 +597,13 @@ class Listener(ListenerBase):
     def _retire_if_idle(self, rendezvous: Pump[HttpRendezvous]) -> None:
         """Once the listener is closing, close a rendezvous between exchanges."""
         if self._closing.is_set():
-            rendezvous.call(_close_if_idle, wait=False)
+            rendezvous.call(_retire, wait=False)
 
     def _retire_idle_rendezvous(self) -> None:
         with self._lock:
             idle = list(self._rendezvous)
         for rendezvous in idle:
-            rendezvous.call(_close_if_idle)
+            rendezvous.call(_retire)
 
     def _respond(self, request: HttpRequest, default: DefaultAnswer | None) -> HttpResponse:
         if default is None and self._request_handler is not None:
@@ -637,7 +636,5 @@ def _body_piece(piece: bytes, final: bool) -> Callable[[HttpRendezvous], None]:
     return send
 
 
-def _close_if_idle(channel: HttpRendezvous) -> None:
-    idle = channel.request_phase is Phase.IDLE and channel.response_phase is Phase.IDLE
-    if idle and channel.state is ChannelState.OPEN:
-        channel.close(1000, "listener closed", now=time.monotonic())
+def _retire(channel: HttpRendezvous) -> None:
+    channel.retire_if_idle(now=time.monotonic())

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from hyco_core.channel import ChannelState
 from hyco_core.errors import LocalProtocolError, RemoteProtocolError
 from hyco_core.events import (
     ChannelClosed,
@@ -195,3 +196,14 @@ def test_fragmented_request_head_is_joined() -> None:
     channel.receive_data(relay.send(text[7:]), 1.0)
     (event,) = channel.events()
     assert isinstance(event, RequestReceived)
+
+
+def test_a_closing_listener_retires_a_rendezvous_only_between_exchanges() -> None:
+    channel, relay = rendezvous()
+    channel.receive_data(relay.send(request_message("R1", body=False)), 1.0)
+    channel.events()
+    assert not channel.retire_if_idle(now=1.0)  # the exchange is under way
+    channel.send_response(Response(request_id="R1", status_code=204))
+    assert channel.retire_if_idle(now=2.0)
+    assert channel.state is ChannelState.CLOSING
+    assert not channel.retire_if_idle(now=3.0)  # closing already

@@ -753,6 +753,43 @@ def work_announced_while_closing_is_declined_with_503(
 
 
 @scenario
+def a_closing_listener_ends_the_exchange_on_a_rendezvous_and_takes_no_more(
+    flavour: Flavour, relay: RunningRelay
+) -> None:
+    seen: list[str] = []
+    release: list[bool] = []
+
+    def handler(request: HttpRequest) -> HttpResponse:
+        seen.append(request.path)
+        if request.path == "/slow":
+            flavour.wait_until(lambda: bool(release))
+        body = b"x" * 70_000 if request.path == "/big" else request.path.encode()
+        return HttpResponse(200, body=body)
+
+    headers = {"ServiceBusAuthorization": relay.token()}
+    with httpx.Client(headers=headers, timeout=30) as client:
+
+        def get(path: str) -> httpx.Response:
+            return flavour.blocking(lambda: client.get(relay.http_url(path)))
+
+        with echo_listener(flavour, relay, request_handler=handler) as listener:
+            # Too big for the control channel: the answer opens a rendezvous, which the relay
+            # then keeps for this sender's next requests.
+            assert get("/big").status_code == 200
+            slow = flavour.start(lambda: get("/slow"))
+            flavour.wait_until(lambda: seen == ["/big", "/slow"])
+            listener.close()
+            release.append(True)
+            answered = slow.result()
+            assert (answered.status_code, answered.content) == (200, b"/slow")
+            # The exchange over, the closing listener retires the rendezvous: the relay then has
+            # no listener left to ask (502), unless the request overtook the close (503).
+            after = get("/after")
+    assert after.status_code in (502, 503), after.text
+    assert seen == ["/big", "/slow"]  # no handler saw it
+
+
+@scenario
 def iterating_over_accepted_connections(flavour: Flavour, relay: RunningRelay) -> None:
     def sender(number: int) -> str | bytes:
         with flavour.connect(relay.connection_string()) as ws:

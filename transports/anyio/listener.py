@@ -155,6 +155,7 @@ class Listener(ListenerBase):
         self._answers_sent = anyio.Event()  # set once every inline request is answered
         # Accepted, perhaps still open: held weakly, as an idle connection's memory counts.
         self._websockets: weakref.WeakSet[WebSocket] = weakref.WeakSet()
+        self._http_rendezvous: set[ChannelSocket] = set()  # open, serving a sender's requests
 
     async def __aenter__(self) -> Listener:
         self._tasks = anyio.create_task_group()
@@ -234,6 +235,8 @@ class Listener(ListenerBase):
             except (anyio.WouldBlock, anyio.EndOfStream):
                 break
             await unclaimed.close(*ListenerSupervisor.UNCLAIMED)
+        for rendezvous in list(self._http_rendezvous):
+            await self._retire_if_idle(rendezvous)
         if self._supervisor.control_may_close:
             await self._release_control()
 
@@ -494,8 +497,10 @@ class Listener(ListenerBase):
         except HycoError as error:
             logger.warning("could not open the HTTP rendezvous: %s", error)
             return
+        self._http_rendezvous.add(socket)
         if answer is not None:
             await _send_response(socket, rendezvous, *answer)
+            await self._retire_if_idle(socket)
         pieces: MemoryObjectSendStream[bytes] | None = None
         work = self._work
         assert work is not None
@@ -524,15 +529,24 @@ class Listener(ListenerBase):
                 if event.final:
                     pieces.close()
                     pieces = None
+                    await self._retire_if_idle(socket)
 
         try:
             for event in leftover:
                 await on_event(event)
             await socket.run(on_event)
         finally:
+            self._http_rendezvous.discard(socket)
             if pieces is not None:
                 pieces.close()
             await close_stream(socket.stream)
+
+    async def _retire_if_idle(self, socket: ChannelSocket) -> None:
+        """Once the listener is closing, close a rendezvous between exchanges."""
+        channel = socket.channel
+        assert isinstance(channel, HttpRendezvous)
+        if self._closing.is_set() and channel.retire_if_idle(now=time.monotonic()):
+            await socket.flush()
 
     async def _answer_on_rendezvous(
         self,
@@ -548,6 +562,7 @@ class Listener(ListenerBase):
             if channel.state is ChannelState.OPEN:
                 head = head_of(request, response)
                 await _send_response(socket, channel, head, response.body)
+                await self._retire_if_idle(socket)
         finally:
             # Only now: a streamed response may still be reading the request body.
             if http_request._pieces is not None:
