@@ -230,3 +230,35 @@ async def test_a_form_encoded_query_token_is_accepted(relay: Relay) -> None:
     async with ws_connect(uri) as control:
         assert control.response is not None
         assert control.response.status_code == 101
+
+
+# -- a listener leaving while a sender's request is on its way -------------------------------
+
+
+async def test_a_listener_that_leaves_while_the_body_is_read_is_no_listener(
+    relay: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The relay picks the listener once the head is in; if its control channel closes before
+    the body is, the sender hears that no listener is connected, and the relay logs no fault of
+    its own."""
+    head = (
+        f"POST /hc1/upload HTTP/1.1\r\nHost: {relay.address}\r\n"
+        f"ServiceBusAuthorization: {token(relay)}\r\nContent-Length: 5\r\n\r\nab"
+    ).encode()
+    async with json_listener(relay) as control:
+        sender = await anyio.connect_tcp(*relay.address.rsplit(":", 1))
+        await sender.send(head)
+        await anyio.sleep(0.2)  # the relay has read the head and picked this listener
+        await control.close()
+    with anyio.fail_after(10):
+        while relay.listener_count("localhost", "hc1"):
+            await anyio.sleep(0.02)
+    async with sender:
+        await sender.send(b"cde")
+        answer = b""
+        with anyio.fail_after(10):
+            while b"\r\n\r\n" not in answer:
+                answer += await sender.receive()
+    assert answer.startswith(b"HTTP/1.1 502 "), answer
+    assert b"No listener is connected" in answer or b"no listener" in answer.lower()
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
