@@ -90,8 +90,10 @@ from .handling import (
 
 # HTTP exchanges a listener answers over a rendezvous.
 from .http import (
+    RESPONSE_PIECE,
     HttpRendezvous,
     Phase,
+    body_pieces,
     fits_inline,
 )
 
@@ -168,6 +170,7 @@ __all__ = [
     "HOP_BY_HOP_HEADERS",
     "INLINE_BODY_LIMIT",
     "RENDEZVOUS_CONFIG",
+    "RESPONSE_PIECE",
     "SAS_PREFIX",
     "SENDER_CONFIG",
     "Accept",
@@ -238,6 +241,7 @@ __all__ = [
     "__version__",
     "accept_connection",
     "append_relay_token",
+    "body_pieces",
     "connection_closed",
     "create_reject_uri",
     "create_relay_http_uri",

@@ -16,6 +16,7 @@ begin, when both are done:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from enum import Enum
 
 from .channel import (
@@ -37,7 +38,17 @@ from .messages import (
     encode_message,
 )
 
-__all__ = ["HttpRendezvous", "Phase", "fits_inline"]
+__all__ = ["RESPONSE_PIECE", "HttpRendezvous", "Phase", "body_pieces", "fits_inline"]
+
+
+RESPONSE_PIECE = 64 * 1024
+"""The most of a response body a listener sends in one binary message."""
+
+
+def body_pieces(body: bytes) -> Iterator[tuple[bytes, bool]]:
+    """A whole response body as the pieces to send, each with whether it is the last."""
+    for start in range(0, len(body), RESPONSE_PIECE):
+        yield body[start : start + RESPONSE_PIECE], start + RESPONSE_PIECE >= len(body)
 
 
 def fits_inline(body_length: int | None) -> bool:

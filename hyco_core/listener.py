@@ -157,6 +157,9 @@ class ListenerSupervisor:
     """The rejection of a sender whose accept handler raised."""
     CONNECTION_HANDLER_FAILED: ClassVar[tuple[int, str]] = (1011, "The listener failed")
     """The close of a connection whose handler raised."""
+    RESPONSE_FAILED: ClassVar[tuple[int, str]] = (1011, "The response failed")
+    """The close of a rendezvous whose response body raised: the sender sees a cut, never a
+    truncated body that passes for whole."""
     UNCLAIMED: ClassVar[tuple[int, str]] = (1001, "The listener closed")
     """The close of an accepted connection the program never took, once the listener closes."""
 

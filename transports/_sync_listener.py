@@ -11,8 +11,7 @@ import os
 import random
 import ssl
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, TypeVar
 
 from hyco_core import (
@@ -33,7 +32,6 @@ from hyco_core import (
     ListenerStatus,
     ListenerStatusChanged,
     ListenerSupervisor,
-    LocalProtocolError,
     OfferSender,
     Opened,
     RefreshToken,
@@ -47,7 +45,8 @@ from hyco_core import (
 )
 from hyco_core.timing import Backoff
 
-from ._listening import ListenerBase, RequestInfo, head_of, tell_status
+from ._listening import ListenerBase, head_of, tell_status
+from ._sync_http import HttpRequest, HttpResponse, send_response
 from ._sync_io import (
     Backend,
     Mailbox,
@@ -64,14 +63,11 @@ __all__ = [
     "AcceptContext",
     "AcceptHandler",
     "ConnectionHandler",
-    "HttpRequest",
-    "HttpResponse",
     "Listener",
     "RequestHandler",
     "StatusHandler",
 ]
 
-_RESPONSE_PIECE = 64 * 1024
 _RENDEZVOUS_TIMEOUT = RENDEZVOUS_CONFIG.handshake_timeout
 _CONTROL_TIMEOUT = 70.0
 # How long leaving a listener waits for HTTP answers still under way: the relay itself gives
@@ -83,47 +79,6 @@ L = TypeVar("L", bound="Listener")
 
 
 # -- listeners ---------------------------------------------------------------------------------
-
-
-@dataclass
-class HttpRequest(RequestInfo):
-    """An HTTP request a sender made through the relay.
-
-    ``path`` is the part after the hybrid connection's name (``/`` at least); ``deadline`` is the
-    monotonic time by which the relay wants the answer (60 s after arrival).
-    """
-
-    _pieces: Mailbox[bytes] | None = field(default=None, repr=False)
-
-    def stream(self) -> Iterator[bytes]:
-        """The body, piece by piece, as it arrives.
-
-        Raises :class:`~hyco_core.ConnectionLostError` when the sender's body was cut off.
-        """
-        if self._body is not None:
-            if self._body:
-                yield self._body
-            return
-        pieces = self._pieces
-        if pieces is None:
-            return
-        while (piece := pieces.get()) is not None:
-            yield piece
-        if not pieces.complete:
-            raise ConnectionLostError("the request body was cut off")
-
-    def body(self) -> bytes:
-        return b"".join(self.stream())
-
-
-@dataclass
-class HttpResponse:
-    """A handler's answer. ``body`` may be bytes or an iterable of bytes (streamed)."""
-
-    status: int = 200
-    headers: Mapping[str, str] | Iterable[tuple[str, str]] = ()
-    body: bytes | Iterable[bytes] = b""
-    reason: str | None = None
 
 
 AcceptHandler = Callable[[AcceptContext], object]
@@ -564,35 +519,10 @@ class Listener(ListenerBase):
     def _send_response(
         self, rendezvous: Pump[HttpRendezvous], request: Request, response: HttpResponse
     ) -> None:
-        head = head_of(request, response)
-        body = response.body
-        try:
-            rendezvous.call(lambda channel: channel.send_response(head))
-            if isinstance(body, bytes):
-                for start in range(0, len(body), _RESPONSE_PIECE):
-                    final = start + _RESPONSE_PIECE >= len(body)
-                    rendezvous.call(_body_piece(body[start : start + _RESPONSE_PIECE], final))
-            else:
-                pieces = iter(body)
-                try:
-                    for piece in pieces:
-                        if piece:
-                            rendezvous.call(_body_piece(piece, False))
-                finally:
-                    # Closed here, not left to the garbage collector: a producer learns at
-                    # once that nobody reads it any more.
-                    close = getattr(pieces, "close", None)
-                    if close is not None:
-                        close()
-                rendezvous.call(_body_piece(b"", True))
-        except LocalProtocolError as error:
-            self._backend.logger.warning("the response could not be completed: %s", error)
-            return
-        except Exception:
-            self._backend.logger.exception("the response body failed; dropping the response")
-            rendezvous.call(closer(1011, "the response failed"))
-            return
-        self._retire_if_idle(rendezvous)
+        if send_response(
+            rendezvous, head_of(request, response), response.body, self._backend.logger
+        ):
+            self._retire_if_idle(rendezvous)
 
     def _retire_if_idle(self, rendezvous: Pump[HttpRendezvous]) -> None:
         """Once the listener is closing, close a rendezvous between exchanges."""
@@ -627,13 +557,6 @@ class Listener(ListenerBase):
         http_request = HttpRequest.arrived(request, entity=self.endpoint.path, body=body)
         http_request._pieces = pieces
         return http_request
-
-
-def _body_piece(piece: bytes, final: bool) -> Callable[[HttpRendezvous], None]:
-    def send(channel: HttpRendezvous) -> None:
-        channel.send_body(piece, final=final)
-
-    return send
 
 
 def _retire(channel: HttpRendezvous) -> None:

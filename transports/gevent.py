@@ -30,8 +30,9 @@ import gevent.event  # type: ignore[import-untyped]
 import gevent.lock  # type: ignore[import-untyped]
 import gevent.socket  # type: ignore[import-untyped]
 
+from ._sync_http import HttpRequest, HttpResponse
 from ._sync_io import Lock, RawSocket, Signal, Worker
-from ._sync_listener import AcceptContext, HttpRequest, HttpResponse
+from ._sync_listener import AcceptContext
 from ._sync_listener import Listener as _Listener
 from ._sync_websocket import Connector, WebSocket
 

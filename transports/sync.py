@@ -28,8 +28,9 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from ._sync_http import HttpRequest, HttpResponse
 from ._sync_io import Lock, RawSocket, Signal, Worker
-from ._sync_listener import AcceptContext, HttpRequest, HttpResponse
+from ._sync_listener import AcceptContext
 from ._sync_listener import Listener as _Listener
 from ._sync_websocket import Connector, WebSocket
 

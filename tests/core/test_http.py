@@ -15,7 +15,7 @@ from hyco_core.events import (
     RequestReceived,
     UnknownContentIgnored,
 )
-from hyco_core.http import HttpRendezvous, Phase, fits_inline
+from hyco_core.http import RESPONSE_PIECE, HttpRendezvous, Phase, body_pieces, fits_inline
 from hyco_core.messages import Headers, Request, Response, decode_message
 
 from .scripted_relay import NONCE, ScriptedRelay, connect, flush
@@ -207,3 +207,13 @@ def test_a_closing_listener_retires_a_rendezvous_only_between_exchanges() -> Non
     assert channel.retire_if_idle(now=2.0)
     assert channel.state is ChannelState.CLOSING
     assert not channel.retire_if_idle(now=3.0)  # closing already
+
+
+def test_a_whole_body_goes_in_pieces_of_at_most_64_kib_the_last_marked() -> None:
+    body = bytes(range(256)) * 600  # 153,600 bytes
+    pieces = list(body_pieces(body))
+    assert [len(piece) for piece, _ in pieces] == [RESPONSE_PIECE, RESPONSE_PIECE, 22_528]
+    assert [final for _, final in pieces] == [False, False, True]
+    assert b"".join(piece for piece, _ in pieces) == body
+    assert list(body_pieces(b"x" * RESPONSE_PIECE)) == [(b"x" * RESPONSE_PIECE, True)]
+    assert list(body_pieces(b"")) == []

@@ -9,9 +9,8 @@ import random
 import ssl
 import time
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import suppress
-from dataclasses import dataclass, field
 from types import TracebackType
 
 import anyio
@@ -36,7 +35,6 @@ from hyco_core import (
     ListenerStatus,
     ListenerStatusChanged,
     ListenerSupervisor,
-    LocalProtocolError,
     OfferSender,
     RefreshToken,
     RejectChannel,
@@ -48,52 +46,18 @@ from hyco_core import (
     UnknownContentIgnored,
 )
 from hyco_core.timing import Backoff
-from hyco_transports._listening import ListenerBase, RequestInfo, head_of, tell_status
+from hyco_transports._listening import ListenerBase, head_of, tell_status
 from hyco_transports.auth import RelayEndpoint, RelayToken
 from hyco_transports.pump import ChannelSocket, Clock
 
+from .http import HttpRequest, HttpResponse, send_response
 from .sockets import close_stream, fetch_token, monotonic_expiry, open_socket
 from .websocket import DEFAULT_MAX_MESSAGE_SIZE, WebSocket
 
 __all__ = ["HttpRequest", "HttpResponse", "Listener"]
 
+
 logger = logging.getLogger("hyco.transports.anyio")
-
-_RESPONSE_PIECE = 64 * 1024
-
-
-@dataclass
-class HttpRequest(RequestInfo):
-    """An HTTP request a sender made through the relay.
-
-    ``path`` is the part after the hybrid connection's name (``/`` at least); ``deadline`` is the
-    monotonic time by which the relay wants the answer (60 s after arrival).
-    """
-
-    _pieces: MemoryObjectReceiveStream[bytes] | None = field(default=None, repr=False)
-
-    async def stream(self) -> AsyncIterator[bytes]:
-        """The body, piece by piece, as it arrives."""
-        if self._body is not None:
-            if self._body:
-                yield self._body
-            return
-        if self._pieces is not None:
-            async for piece in self._pieces:
-                yield piece
-
-    async def body(self) -> bytes:
-        return b"".join([piece async for piece in self.stream()])
-
-
-@dataclass
-class HttpResponse:
-    """A handler's answer. ``body`` may be bytes or an async iterable of bytes (streamed)."""
-
-    status: int = 200
-    headers: Mapping[str, str] | Iterable[tuple[str, str]] = ()
-    body: bytes | AsyncIterable[bytes] = b""
-    reason: str | None = None
 
 
 AcceptHandler = Callable[[AcceptContext], Awaitable[None]]
@@ -499,7 +463,7 @@ class Listener(ListenerBase):
             return
         self._http_rendezvous.add(socket)
         if answer is not None:
-            await _send_response(socket, rendezvous, *answer)
+            await send_response(socket, rendezvous, *answer)
             await self._retire_if_idle(socket)
         pieces: MemoryObjectSendStream[bytes] | None = None
         work = self._work
@@ -561,7 +525,7 @@ class Listener(ListenerBase):
         try:
             if channel.state is ChannelState.OPEN:
                 head = head_of(request, response)
-                await _send_response(socket, channel, head, response.body)
+                await send_response(socket, channel, head, response.body)
                 await self._retire_if_idle(socket)
         finally:
             # Only now: a streamed response may still be reading the request body.
@@ -598,44 +562,3 @@ async def _contained(function: Callable[..., Awaitable[None]], *args: object) ->
         await function(*args)
     except Exception:
         logger.exception("a listener task failed; the listener carries on")
-
-
-async def _send_response(
-    socket: ChannelSocket,
-    channel: HttpRendezvous,
-    head: Response,
-    body: bytes | AsyncIterable[bytes],
-) -> None:
-    """Send a response over a rendezvous. If the sender is gone or a streamed body fails, the
-    rendezvous is closed without the final frame, so the sender sees a cut, never a truncated
-    body that looks complete."""
-    try:
-        channel.send_response(head)
-        await socket.flush()
-        if not head.body:
-            return
-        if isinstance(body, bytes):
-            for start in range(0, len(body), _RESPONSE_PIECE):
-                piece = body[start : start + _RESPONSE_PIECE]
-                channel.send_body(piece, final=start + _RESPONSE_PIECE >= len(body))
-                await socket.flush()
-            return
-        pieces = aiter(body)
-        try:
-            async for piece in pieces:
-                if piece:
-                    channel.send_body(piece, final=False)
-                    await socket.flush()
-        finally:
-            # Closed here, not left to the garbage collector: a producer blocked on a full
-            # body learns at once that nobody reads it any more.
-            close = getattr(pieces, "aclose", None)
-            if close is not None:
-                await close()
-        channel.send_body(b"", final=True)
-        await socket.flush()
-    except LocalProtocolError:
-        logger.info("the HTTP rendezvous closed before the response was sent")
-    except Exception:
-        logger.exception("the response body failed; cutting the response")
-        await socket.release(1011, "The response failed")
