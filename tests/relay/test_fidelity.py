@@ -246,7 +246,8 @@ async def test_a_listener_that_leaves_while_the_body_is_read_is_no_listener(
         f"ServiceBusAuthorization: {token(relay)}\r\nContent-Length: 5\r\n\r\nab"
     ).encode()
     async with json_listener(relay) as control:
-        sender = await anyio.connect_tcp(*relay.address.rsplit(":", 1))
+        host, port = relay.address.rsplit(":", 1)
+        sender = await anyio.connect_tcp(host, int(port))
         await sender.send(head)
         await anyio.sleep(0.2)  # the relay has read the head and picked this listener
         await control.close()
