@@ -1,9 +1,10 @@
-"""The blocking transports against a real local relay: fixtures, flavours and shared scenarios.
+"""Every transport against a real local relay: fixtures, flavours and shared scenarios.
 
 The relay (``hyco_relay``, anyio) runs in a background thread behind a blocking portal. Every
 scenario is written once, as a function of a :class:`Flavour` (the transport module plus how to
 wait, run things side by side and call blocking third-party clients in it) and of the running
-relay; ``test_sync.py`` and ``test_gevent.py`` run each of them with their flavour.
+relay; ``test_scenarios.py`` runs each of them on every transport: sync, gevent, and anyio on
+asyncio and on trio behind the blocking interface of ``anyio_flavour``.
 
 The gevent flavour runs in the test's own thread, on gevent's hub, without monkey-patching:
 hyco's gevent transport uses gevent's sockets, and the blocking clients the scenarios use to
