@@ -16,6 +16,7 @@ from hyco_core import (
     Accept,
     ChannelClosed,
     ChannelConfig,
+    ChannelState,
     ConnectionClosed,
     Event,
     Headers,
@@ -131,9 +132,11 @@ class WebSocket:
 
         Messages not read yet are dropped: the reader must be free to see the peer's answer.
         """
-        self._local_close = (code, reason)
+        channel = self._channel()
+        if channel.state is ChannelState.OPEN:  # the first close decides what the user is told
+            self._local_close = (code, reason)
         self._messages.discard()
-        self._channel().close(code, reason, now=time.monotonic())
+        channel.close(code, reason, now=time.monotonic())
         # Once taken from the kernel, the close frame must reach the wire even if this task is
         # cancelled meanwhile; the close timeout bounds the wait.
         with anyio.CancelScope(shield=True, deadline=anyio.current_time() + _CLOSE_WRITE_TIMEOUT):
@@ -171,6 +174,7 @@ class WebSocket:
             try:
                 whole = self._assembly.add(event.data, event.final)
             except RemoteProtocolError:
+                self._local_close = MessageAssembly.TOO_BIG
                 self._channel().close(*MessageAssembly.TOO_BIG, now=time.monotonic())
                 return
             if whole is not None:
