@@ -21,6 +21,7 @@ from .channel import (
     WebSocketChannel,
     accept_connection,
     connection_closed,
+    handshake_outcome,
     reject_connection,
     sender_channel,
 )
@@ -255,6 +256,7 @@ __all__ = [
     "error_from_close",
     "error_from_status",
     "fits_inline",
+    "handshake_outcome",
     "message_kind",
     "offered_subprotocols",
     "parse_connection_string",

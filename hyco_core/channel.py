@@ -67,6 +67,7 @@ __all__ = [
     "WebSocketChannel",
     "accept_connection",
     "connection_closed",
+    "handshake_outcome",
     "reject_connection",
     "sender_channel",
 ]
@@ -527,6 +528,22 @@ def sender_channel(
         url=url, now=now, nonce=nonce, subprotocols=list(subprotocols), headers=extra, config=config
     )
     return url, channel
+
+
+def handshake_outcome(events: Sequence[Event]) -> tuple[Opened | None, list[Event]] | None:
+    """What a channel's events say about its opening handshake: ``None`` while it is under way
+    (read on); the ``Opened`` event and the events that followed it; ``(None, [])`` once a
+    rejection was delivered. Raises the typed error of a refused or failed handshake."""
+    for index, event in enumerate(events):
+        if isinstance(event, Opened):
+            return event, list(events[index + 1 :])
+        if isinstance(event, HandshakeRefusedEvent):
+            raise event.error
+        if isinstance(event, RejectDelivered):
+            return None, []
+        if isinstance(event, ChannelClosed):
+            raise event.error or ConnectionLostError("closed during the handshake")
+    return None
 
 
 def connection_closed(

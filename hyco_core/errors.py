@@ -94,6 +94,12 @@ class ConnectionClosed(HycoError):
         detail = f": {reason}" if reason else ""
         super().__init__(f"the connection is closed (code {code}{detail})")
 
+    @property
+    def ends_normally(self) -> bool:
+        """Whether it ends a stream of messages as planned (1000 or 1001, no failure behind
+        it): iterating over a WebSocket then stops quietly instead of raising."""
+        return self.code in (1000, 1001) and self.__cause__ is None
+
 
 class CertificateError(HycoError):
     """The relay's TLS certificate is not trusted (or not for this host name)."""

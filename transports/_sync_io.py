@@ -24,14 +24,11 @@ from typing import Generic, ParamSpec, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from hyco_core import (
-    ChannelClosed,
     ChannelState,
-    ConnectionLostError,
     Event,
-    HandshakeRefused,
     Opened,
-    RejectDelivered,
     WebSocketChannel,
+    handshake_outcome,
 )
 
 from .auth import RelayToken, TokenProvider
@@ -570,16 +567,9 @@ def open_channel(
     try:
         pump.flush()
         while True:
-            events = channel.events()
-            for index, event in enumerate(events):
-                if isinstance(event, Opened):
-                    return pump, event, events[index + 1 :]
-                if isinstance(event, HandshakeRefused):
-                    raise event.error
-                if isinstance(event, RejectDelivered):
-                    return pump, None, []
-                if isinstance(event, ChannelClosed):
-                    raise event.error or ConnectionLostError("closed during the handshake")
+            outcome = handshake_outcome(channel.events())
+            if outcome is not None:
+                return pump, *outcome
             deadline = channel.get_timer()
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:

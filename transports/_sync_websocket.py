@@ -105,7 +105,7 @@ class WebSocket:
             try:
                 yield self.recv()
             except ConnectionClosed as closed:
-                if closed.code in (1000, 1001) and closed.__cause__ is None:
+                if closed.ends_normally:
                     return
                 raise
 

@@ -104,6 +104,7 @@ CLIENT_ROLE = frozenset(
         "error_from_close",
         "error_from_status",
         "fits_inline",
+        "handshake_outcome",
         "message_kind",
         "offered_subprotocols",
         "parse_connection_string",

@@ -17,8 +17,10 @@ from hyco_core import (
     AuthorizationError,
     Backoff,
     ChannelClosed,
+    ConnectionClosed,
     ConnectionLostError,
     EndpointNotFoundError,
+    HandshakeRefused,
     Headers,
     HycoError,
     InvalidUrlError,
@@ -27,9 +29,12 @@ from hyco_core import (
     ListenerSupervisor,
     ListenerUnavailableError,
     MessageAssembly,
+    MessageReceived,
     OfferSender,
+    Opened,
     RefreshToken,
     RejectChannel,
+    RejectDelivered,
     RelayedWebSocket,
     RendezvousRequested,
     Request,
@@ -38,6 +43,7 @@ from hyco_core import (
     TokenRenewalDue,
     UnknownContentIgnored,
     connection_closed,
+    handshake_outcome,
     parse_relay_url,
     sender_channel,
     tracking_id_from,
@@ -333,3 +339,34 @@ def test_a_senders_decision_travels_on_its_rendezvous() -> None:
     assert b"sb-hc-statusCode=503" in rejection.data_to_send()
     with pytest.raises(InvalidUrlError):
         OfferSender(replace(ACCEPT, address="not a relay address"), None).context()
+
+
+def test_a_close_ends_a_stream_normally_only_at_1000_or_1001_without_a_failure() -> None:
+    assert ConnectionClosed(1000).ends_normally
+    assert ConnectionClosed(1001, "going away").ends_normally
+    assert not ConnectionClosed(1011).ends_normally
+    assert not connection_closed(
+        ChannelClosed(code=1001, error=ConnectionLostError("cut"))
+    ).ends_normally
+
+
+def test_the_handshake_outcome_is_read_from_the_events() -> None:
+    opened = Opened(subprotocol="chat")
+    later = MessageReceived(data="hi", final=True)
+    assert handshake_outcome([]) is None
+    assert handshake_outcome([later]) is None
+    assert handshake_outcome([opened, later]) == (opened, [later])
+    assert handshake_outcome([RejectDelivered()]) == (None, [])
+    refused = AuthorizationError("no", status_code=401)
+    with pytest.raises(AuthorizationError):
+        handshake_outcome(
+            [
+                HandshakeRefused(
+                    status_code=401, reason="no", headers=Headers(), body=b"", error=refused
+                )
+            ]
+        )
+    with pytest.raises(ConnectionLostError, match="during the handshake"):
+        handshake_outcome([ChannelClosed(code=1006)])
+    with pytest.raises(AuthorizationError):
+        handshake_outcome([ChannelClosed(code=1008, error=refused)])

@@ -57,7 +57,7 @@ class BlockingWebSocket:
             try:
                 yield self.recv()
             except ConnectionClosed as closed:
-                if closed.code in (1000, 1001) and closed.__cause__ is None:
+                if closed.ends_normally:
                     return
                 raise
 

@@ -13,13 +13,10 @@ import anyio.abc
 from anyio.streams.tls import TLSStream
 
 from hyco_core import (
-    ChannelClosed,
-    ConnectionLostError,
     Event,
-    HandshakeRefused,
     Opened,
-    RejectDelivered,
     WebSocketChannel,
+    handshake_outcome,
 )
 from hyco_transports.auth import RelayToken, TokenProvider
 from hyco_transports.errors import connect_failure
@@ -57,16 +54,9 @@ async def open_socket(
     try:
         await socket.flush()
         while True:
-            events = channel.events()
-            for index, event in enumerate(events):
-                if isinstance(event, Opened):
-                    return socket, event, events[index + 1 :]
-                if isinstance(event, HandshakeRefused):
-                    raise event.error
-                if isinstance(event, RejectDelivered):
-                    return socket, None, []
-                if isinstance(event, ChannelClosed):
-                    raise event.error or ConnectionLostError("closed during the handshake")
+            outcome = handshake_outcome(channel.events())
+            if outcome is not None:
+                return socket, *outcome
             deadline = channel.get_timer()
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             with anyio.move_on_after(wait):

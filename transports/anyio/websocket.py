@@ -115,7 +115,7 @@ class WebSocket:
         try:
             return await self.recv()
         except ConnectionClosed as closed:
-            if closed.code in (1000, 1001) and closed.__cause__ is None:
+            if closed.ends_normally:
                 raise StopAsyncIteration from None
             raise
 
