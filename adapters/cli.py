@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import TextIO, TypeVar
 
 if sys.version_info < (3, 11):
@@ -27,6 +28,8 @@ from hyco_core import (
 from hyco_transports.extras import missing_dependency
 
 from .cli_arguments import CONNECTION_STRING_VARIABLE, build_parser
+from .long_running import running
+from .vitals import Vitals
 
 __all__ = ["main"]
 
@@ -147,13 +150,21 @@ def _expose(arguments: argparse.Namespace, out: TextIO) -> int:
         print(f"hyco expose: {error}", file=sys.stderr)
         return 2
 
-    async def run() -> None:
+    async def run(vitals: Vitals) -> None:
         async with anyio.create_task_group() as tasks:
-            await tasks.start(expose, arguments.connection_string, targets)
+            await tasks.start(
+                partial(
+                    expose,
+                    arguments.connection_string,
+                    targets,
+                    on_status=vitals.follow(_hybrid_connection(arguments)),
+                )
+            )
             names = ", ".join(t.name for t in targets)
             print(f"online, exposing {names}; Ctrl-C to stop", file=out, flush=True)
 
-    _run_interruptibly(run)
+    with running(arguments) as vitals:
+        _run_interruptibly(lambda: run(vitals))
     return 0
 
 
@@ -175,7 +186,7 @@ def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
         return 2
     port = int(port_text)
 
-    async def run() -> None:
+    async def run(vitals: Vitals) -> None:
         async with anyio.create_task_group() as tasks:
             bound = await tasks.start(
                 lambda task_status: forward(
@@ -186,6 +197,7 @@ def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
                     task_status=task_status,
                 )
             )
+            vitals.set(f"forward {host}:{bound}", True)
             print(
                 f"forwarding {host}:{bound} to {arguments.target!r}; Ctrl-C to stop",
                 file=out,
@@ -193,7 +205,8 @@ def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
             )
 
     try:
-        _run_interruptibly(run)
+        with running(arguments) as vitals:
+            _run_interruptibly(lambda: run(vitals))
     except BaseException as raised:
         error = _alone(raised)
         if not isinstance(error, OSError) or isinstance(error, HycoError):
@@ -221,9 +234,13 @@ def _listen(arguments: argparse.Namespace, out: TextIO) -> int:
 
     if _missing_connection_string(arguments):
         return 2
-    _run_interruptibly(
-        lambda: run_listen(arguments.connection_string, echo=arguments.echo, out=out)
-    )
+    with running(arguments) as vitals:
+        on_status = vitals.follow(_hybrid_connection(arguments))
+        _run_interruptibly(
+            lambda: run_listen(
+                arguments.connection_string, echo=arguments.echo, out=out, on_status=on_status
+            )
+        )
     return 0
 
 
@@ -307,30 +324,37 @@ def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
         return 2
     url = RelayEndpoint.from_connection_string(arguments.connection_string).http_url
     processes = arguments.workers if arguments.workers and not arguments.wsgi else 1
-    online = OnlineAnnouncement(
+    announcement = OnlineAnnouncement(
         f"online: {arguments.app} serves {url}; Ctrl-C to stop"
         if processes == 1
         else f"a worker is online: {arguments.app} serves {url}",
         out=out if processes == 1 else None,
     )
-    if arguments.wsgi:
-        stopped_by = wsgi.serve(
-            wsgi_app,
-            arguments.connection_string,
-            transport=arguments.transport,
-            workers=arguments.workers or 16,
-            script_name=arguments.root_path,
-            on_status=online,
-        )
-        return exit_code_after(stopped_by)
-    options = {"lifespan": arguments.lifespan, "root_path": arguments.root_path}
-    if processes > 1:
-        print(f"starting {processes} workers; Ctrl-C to stop", file=out, flush=True)
-        stopped_by = serve_workers(
-            arguments.app, arguments.connection_string, processes, on_status=online, **options
-        )
-    else:
-        stopped_by = run(asgi_app, arguments.connection_string, on_status=online, **options)
+    with running(arguments) as vitals:
+        if arguments.wsgi:
+            stopped_by = wsgi.serve(
+                wsgi_app,
+                arguments.connection_string,
+                transport=arguments.transport,
+                workers=arguments.workers or 16,
+                script_name=arguments.root_path,
+                on_status=vitals.follow(_hybrid_connection(arguments), announcement),
+            )
+            return exit_code_after(stopped_by)
+        options = {"lifespan": arguments.lifespan, "root_path": arguments.root_path}
+        if processes > 1:
+            # Each worker process gets a copy of the handler, so none reports to these vitals.
+            print(f"starting {processes} workers; Ctrl-C to stop", file=out, flush=True)
+            stopped_by = serve_workers(
+                arguments.app,
+                arguments.connection_string,
+                processes,
+                on_status=announcement,
+                **options,
+            )
+        else:
+            online = vitals.follow(_hybrid_connection(arguments), announcement)
+            stopped_by = run(asgi_app, arguments.connection_string, on_status=online, **options)
     return exit_code_after(stopped_by)
 
 
@@ -363,7 +387,15 @@ def _token(arguments: argparse.Namespace, out: TextIO) -> int:
 def _relay(arguments: argparse.Namespace, out: TextIO) -> int:
     from .relay_command import run_relay
 
-    return run_relay(arguments, out)
+    with running(arguments) as vitals:
+        return run_relay(arguments, out, vitals)
+
+
+def _hybrid_connection(arguments: argparse.Namespace) -> str:
+    """The name of the hybrid connection a command's connection string is for."""
+    from hyco_transports.auth import RelayEndpoint
+
+    return RelayEndpoint.from_connection_string(arguments.connection_string).path
 
 
 def _demo(arguments: argparse.Namespace, out: TextIO) -> int:

@@ -11,7 +11,7 @@ import json
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import TextIO
 from urllib.parse import urlsplit
@@ -21,7 +21,7 @@ import anyio.from_thread
 import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from hyco_core import HycoError
+from hyco_core import HycoError, ListenerStatusChanged
 from hyco_transports.anyio import (
     AcceptContext,
     HttpRequest,
@@ -43,8 +43,15 @@ def _describe(message: str | bytes) -> str:
     return message if isinstance(message, str) else f"<binary, {len(message)} bytes>"
 
 
-async def run_listen(connection_string: str, *, echo: bool, out: TextIO) -> None:
-    """Stay online until interrupted, echoing or printing every message and HTTP request.
+async def run_listen(
+    connection_string: str,
+    *,
+    echo: bool,
+    out: TextIO,
+    on_status: Callable[[ListenerStatusChanged], None] | None = None,
+) -> None:
+    """Stay online until interrupted, echoing or printing every message and HTTP request;
+    ``on_status`` hears each change of the listener's status after it is printed.
 
     Raises the relay's reason when the listener ends for good (the hybrid connection was
     deleted).
@@ -66,9 +73,10 @@ async def run_listen(connection_string: str, *, echo: bool, out: TextIO) -> None
         summary = {"method": request.method, "path": request.path, "received": len(body)}
         return HttpResponse(200, {"Content-Type": "application/json"}, json.dumps(summary).encode())
 
-    def on_status(event: object) -> None:
-        status = getattr(event, "status", None)
-        print(f"listener {getattr(status, 'value', status)}", file=out, flush=True)
+    def print_status(event: ListenerStatusChanged) -> None:
+        print(f"listener {event.status.value}", file=out, flush=True)
+        if on_status is not None:
+            on_status(event)
 
     async def on_accept(context: AcceptContext) -> None:
         context.accept(context.subprotocols[0] if context.subprotocols else None)
@@ -78,7 +86,7 @@ async def run_listen(connection_string: str, *, echo: bool, out: TextIO) -> None
         accept_handler=on_accept,
         connection_handler=on_connection,
         request_handler=on_request,
-        on_status=on_status,
+        on_status=print_status,
     ) as listener:
         await listener.wait_closed()
 

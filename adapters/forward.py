@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import anyio
 import anyio.abc
 from anyio.streams.stapled import StapledByteStream
 
-from hyco_core import ConnectionClosed, HycoError, RelayError
+from hyco_core import ConnectionClosed, HycoError, ListenerStatusChanged, RelayError
 from hyco_transports.anyio import AcceptContext, Listener, WebSocket, connect
 
 __all__ = [
@@ -142,12 +142,14 @@ async def expose(
     targets: Mapping[str, Target] | list[Target],
     *,
     connect_timeout: float = 10.0,
+    on_status: Callable[[ListenerStatusChanged], None] | None = None,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the targets through the hybrid connection until cancelled.
 
-    ``task_status.started()`` is called once the listener is online. Raises the relay's reason
-    when the listener ends for good (the hybrid connection was deleted).
+    ``task_status.started()`` is called once the listener is online; ``on_status`` hears each
+    change of its status. Raises the relay's reason when the listener ends for good (the hybrid
+    connection was deleted).
     """
     allowed = targets if isinstance(targets, Mapping) else {t.name: t for t in targets}
     pending: dict[str, anyio.abc.SocketStream] = {}
@@ -177,7 +179,7 @@ async def expose(
         logger.info("forwarded %d bytes in, %d bytes out", up, down)
 
     async with Listener.from_connection_string(
-        connection_string, accept_handler=decide, connection_handler=serve
+        connection_string, accept_handler=decide, connection_handler=serve, on_status=on_status
     ) as listener:
         names = ", ".join(f"{t.name} -> {t.host}:{t.port}" for t in allowed.values())
         logger.info("exposing %s", names)

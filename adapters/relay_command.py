@@ -25,6 +25,7 @@ from hyco_relay.tls import (
 )
 
 from ._cli_errors import bind_failure, exit_code_after
+from .vitals import Vitals
 
 __all__ = ["describe_relay", "run_relay"]
 
@@ -34,13 +35,14 @@ _RELOAD_INTERVAL = 1.0
 _SHOWN_ENTITIES = 10
 
 
-def run_relay(arguments: argparse.Namespace, out: TextIO) -> int:
+def run_relay(arguments: argparse.Namespace, out: TextIO, vitals: Vitals) -> int:
+    """Run the relay until a signal; it is a part of ``vitals``, up while it accepts."""
     watcher = ConfigWatcher(arguments.config) if arguments.config else None
     config = watcher.config if watcher else _development_config(arguments.shared_access_key)
     config = _with_overrides(config, arguments)
     context, notes = _tls(arguments, config)
     try:
-        stopped_by = anyio.run(_serve, config, context, notes, watcher, arguments, out)
+        stopped_by = anyio.run(_serve, config, context, notes, watcher, arguments, out, vitals)
     except HycoError:
         raise
     except OSError as error:  # binding the listening socket
@@ -104,6 +106,7 @@ async def _serve(
     watcher: ConfigWatcher | None,
     arguments: argparse.Namespace,
     out: TextIO,
+    vitals: Vitals,
 ) -> signal.Signals:
     """Serve until a signal; return it."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -111,12 +114,14 @@ async def _serve(
             serve_relay(config, ssl_context=context) as relay,
             anyio.create_task_group() as tasks,
         ):
+            vitals.set("relay", True)
             print(describe_relay(relay), file=out, flush=True)
             if notes:
                 print(f"\n{notes}", file=out, flush=True)
             if watcher is not None:
                 tasks.start_soon(_reload, relay, watcher, arguments)
             async for signum in signals:
+                vitals.set("relay", False)
                 print("Stopping: listeners are told to reconnect (close 1001).", file=out)
                 tasks.cancel_scope.cancel()
                 return signal.Signals(signum)
