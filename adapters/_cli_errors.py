@@ -6,8 +6,19 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import sys
 
-__all__ = ["bind_failure", "exit_code_after"]
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["alone", "bind_failure", "exit_code_after"]
+
+
+def alone(error: BaseException) -> BaseException:
+    """The one error inside task groups' wrappers: what a user needs to hear about."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 def exit_code_after(stopped_by: signal.Signals | None) -> int:

@@ -1,7 +1,7 @@
 """The ``hyco`` command line: one entry point, a subcommand per job.
 
 Exit codes: 0 success, 1 a hyco error (its message says what happened and what to do), 2 bad
-usage, 130 interrupted.
+usage, 130 interrupted, 141 when the reader of standard output left.
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TextIO, TypeVar
 
-if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup
-
 from hyco_core import (
     CertificateError,
     HycoError,
@@ -27,6 +24,7 @@ from hyco_core import (
 )
 from hyco_transports.extras import missing_dependency
 
+from ._cli_errors import alone
 from .cli_arguments import CONNECTION_STRING_VARIABLE, build_parser
 from .long_running import running
 from .vitals import Vitals
@@ -48,6 +46,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     handlers: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
+        "agent": _agent,
         "demo": _demo,
         "expose": _expose,
         "forward": _forward,
@@ -63,9 +62,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         parser.print_help(stream)
         return 0
     try:
-        return handler(arguments, stream)
+        code = handler(arguments, stream)
+        stream.flush()  # here, where a reader that left is caught, not at the interpreter's exit
+        return code
     except BaseException as raised:
-        error = _alone(raised)
+        error = alone(raised)
         if isinstance(error, CertificateError):
             print(f"hyco {arguments.command}: {_untrusted(error)}", file=sys.stderr)
             return 1
@@ -74,6 +75,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             return 1
         if isinstance(error, KeyboardInterrupt):
             return 130
+        if isinstance(error, BrokenPipeError):
+            # The reader of standard output left (``hyco relay | head``): the end a shell
+            # pipeline expects, without a second failure as the interpreter flushes at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
         if isinstance(error, ModuleNotFoundError) and (advice := missing_dependency(error)):
             print(f"hyco {arguments.command}: {advice}", file=sys.stderr)
             return 1
@@ -118,13 +124,6 @@ def _untrusted(error: CertificateError) -> str:
         "SSL_CERT_FILE=/path/to/ca.pem (a local relay prints its CA's path at start), or "
         "connect to the name the certificate was issued for."
     )
-
-
-def _alone(error: BaseException) -> BaseException:
-    """The one error inside task groups' wrappers: what a user needs to hear about."""
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-        error = error.exceptions[0]
-    return error
 
 
 def _missing_connection_string(arguments: argparse.Namespace) -> bool:
@@ -172,19 +171,18 @@ def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
     import anyio
 
     from ._cli_errors import bind_failure
-    from .forward import forward, forward_stdio
+    from .forward import forward, forward_stdio, parse_bind
 
     if _missing_connection_string(arguments):
         return 2
     if arguments.stdio:
         _run_interruptibly(lambda: forward_stdio(arguments.connection_string, arguments.target))
         return 0
-    host, _, port_text = arguments.bind.rpartition(":")
-    host = host or "127.0.0.1"
-    if not port_text.isdigit() or int(port_text) > 65535:
-        print("hyco forward: --bind is [HOST:]PORT, the port from 0 to 65535", file=sys.stderr)
+    try:
+        host, port = parse_bind(arguments.bind)
+    except ValueError as wrong:
+        print(f"hyco forward: --bind: {wrong}", file=sys.stderr)
         return 2
-    port = int(port_text)
 
     async def run(vitals: Vitals) -> None:
         async with anyio.create_task_group() as tasks:
@@ -208,7 +206,7 @@ def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
         with running(arguments) as vitals:
             _run_interruptibly(lambda: run(vitals))
     except BaseException as raised:
-        error = _alone(raised)
+        error = alone(raised)
         if not isinstance(error, OSError) or isinstance(error, HycoError):
             raise
         # Binding the local port: the one OSError that is not already a hyco error.
@@ -389,6 +387,21 @@ def _relay(arguments: argparse.Namespace, out: TextIO) -> int:
 
     with running(arguments) as vitals:
         return run_relay(arguments, out, vitals)
+
+
+def _agent(arguments: argparse.Namespace, out: TextIO) -> int:
+    import anyio
+
+    from ._cli_errors import exit_code_after
+    from .agent import Agent, describe_entry
+
+    with running(arguments) as vitals:
+        agent = Agent(arguments.config, vitals, out)
+        if arguments.check:
+            for name, entry in agent.config.entries.items():
+                print(f"{name}: line {entry.line}, {describe_entry(entry)}", file=out)
+            return 0
+        return exit_code_after(anyio.run(agent.run))
 
 
 def _hybrid_connection(arguments: argparse.Namespace) -> str:

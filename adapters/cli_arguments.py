@@ -97,6 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="a service to expose under NAME (repeat for several)",
     )
 
+    agent = commands.add_parser(
+        "agent",
+        parents=[verbosity],
+        help="run many tunnels (expose, expose --http, forward, serve) from one file",
+        description="Run every [[expose]], [[forward]] and [[serve]] entry of a TOML file in "
+        "this process, each with its own connection string (${NAME} reads the environment). "
+        "SIGHUP or a change of the file reloads it, restarting only the entries that changed.",
+    )
+    agent.add_argument("--config", required=True, metavar="FILE", help="the agent file (TOML)")
+    agent.add_argument(
+        "--check", action="store_true", help="check the file, list its entries and exit"
+    )
+
     forward = commands.add_parser(
         "forward",
         parents=[verbosity],

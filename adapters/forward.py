@@ -31,6 +31,7 @@ __all__ = [
     "expose",
     "forward",
     "forward_stdio",
+    "parse_bind",
     "parse_target",
     "pipe",
 ]
@@ -91,6 +92,14 @@ def parse_target(text: str) -> Target:
     if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ValueError(f"a target name uses letters, digits, '-', '_' and '.', not {name!r}")
     return Target(name, host, int(port))
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """``[host:]port`` as the address to accept on (host 127.0.0.1 unless given)."""
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"a local address is [HOST:]PORT, the port from 0 to 65535, not {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 async def pipe(websocket: WebSocket, stream: anyio.abc.ByteStream) -> tuple[int, int]:

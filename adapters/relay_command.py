@@ -37,7 +37,9 @@ _SHOWN_ENTITIES = 10
 
 def run_relay(arguments: argparse.Namespace, out: TextIO, vitals: Vitals) -> int:
     """Run the relay until a signal; it is a part of ``vitals``, up while it accepts."""
-    watcher = ConfigWatcher(arguments.config) if arguments.config else None
+    watcher: ConfigWatcher[RelayConfig] | None = (
+        ConfigWatcher(arguments.config) if arguments.config else None
+    )
     config = watcher.config if watcher else _development_config(arguments.shared_access_key)
     config = _with_overrides(config, arguments)
     context, notes = _tls(arguments, config)
@@ -103,7 +105,7 @@ async def _serve(
     config: RelayConfig,
     context: ssl.SSLContext | None,
     notes: str,
-    watcher: ConfigWatcher | None,
+    watcher: ConfigWatcher[RelayConfig] | None,
     arguments: argparse.Namespace,
     out: TextIO,
     vitals: Vitals,
@@ -128,7 +130,9 @@ async def _serve(
     raise AssertionError("the signal receiver ended")  # pragma: no cover - it never does
 
 
-async def _reload(relay: Relay, watcher: ConfigWatcher, arguments: argparse.Namespace) -> None:
+async def _reload(
+    relay: Relay, watcher: ConfigWatcher[RelayConfig], arguments: argparse.Namespace
+) -> None:
     """Apply configuration changes without a restart; a broken file keeps the last good one."""
     reported = watcher.last_error
     while True:

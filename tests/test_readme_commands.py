@@ -113,6 +113,10 @@ CHECKS: dict[str, Serves | Finishes | CoveredBy] = {
     'hyco forward --connection-string "$CS" --target db --bind 127.0.0.1:15432': Serves(
         "forwarding 127.0.0.1:15432 to 'db'", True
     ),
+    "hyco agent --config hyco.toml": Serves("online: ", True),
+    "hyco agent --config hyco.toml --check": CoveredBy(
+        "tests/adapters/test_agent.py::test_four_entries_run_and_a_reload_restarts_only_what_changed"
+    ),
     'ssh -o ProxyCommand="hyco forward --target ssh --stdio" user@anything': CoveredBy(
         "tests/adapters/test_forward.py::test_an_ssh_style_session_through_the_command_line"
     ),
@@ -177,7 +181,10 @@ def _prepare(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "main.py").write_text(APP, "utf-8")
     readme = (ROOT / "README.md").read_text("utf-8")
-    (tmp_path / "relay.toml").write_text(re.findall(r"```toml\n(.*?)```", readme, re.S)[0])
+    files = re.findall(r"```toml\n(.*?)```", readme, re.S)
+    (tmp_path / "relay.toml").write_text(files[0])
+    (agent_file,) = [text for text in files if text.startswith("# hyco.toml")]
+    (tmp_path / "hyco.toml").write_text(agent_file)
 
 
 SERVING = [command for command, check in CHECKS.items() if isinstance(check, Serves)]
@@ -192,6 +199,8 @@ def test_a_serving_command_starts_and_stops_on_ctrl_c(command: str, tmp_path: Pa
     if check.needs_relay:
         with hyco_relay(cwd=tmp_path) as relay:
             env |= {"CS": relay.listener, "HYCO_CONNECTION_STRING": relay.listener}
+            # The agent file's entries, all on the one hybrid connection of the relay.
+            env |= {name: relay.listener for name in ("SSH_CS", "WEB_CS", "DB_CS", "API_CS")}
             out, err, code = _until_ready(command, check, tmp_path, env)
     else:
         out, err, code = _until_ready(command, check, tmp_path, env)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -19,7 +19,9 @@ else:  # pragma: no cover - the tests run on one interpreter at a time
 from .model import AccessRule, EntityConfig, NamespaceConfig, RelayConfig, Right
 from .values import SETTINGS, ConfigError, check_setting, shown
 
-__all__ = ["ConfigWatcher", "load_config", "parse_config"]
+__all__ = ["ConfigWatcher", "load_config", "parse_config", "parse_toml", "read_text"]
+
+C = TypeVar("C")
 
 
 def load_config(path: str | os.PathLike[str]) -> RelayConfig:
@@ -28,6 +30,14 @@ def load_config(path: str | os.PathLike[str]) -> RelayConfig:
     Raises :class:`ConfigError` when the file cannot be read or is invalid.
     """
     source = os.fspath(path)
+    return parse_config(read_text(source), source=source)
+
+
+def read_text(source: str) -> str:
+    """The text of the configuration file ``source`` (UTF-8, a byte order mark allowed).
+
+    Raises :class:`ConfigError` when it cannot be read or is not UTF-8.
+    """
     try:
         data = Path(source).read_bytes()
     except OSError as error:
@@ -40,7 +50,7 @@ def load_config(path: str | os.PathLike[str]) -> RelayConfig:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ConfigError(f"{source}: is not UTF-8 text: save it as UTF-8") from None
-    return parse_config(text, source=source)
+    return text
 
 
 def parse_config(text: str, *, source: str = "<string>") -> RelayConfig:
@@ -48,6 +58,14 @@ def parse_config(text: str, *, source: str = "<string>") -> RelayConfig:
 
     Raises :class:`ConfigError` for invalid TOML, unknown keys, values of the wrong type and
     everything the value objects refuse.
+    """
+    return _Reader(source).relay_config(parse_toml(text, source=source))
+
+
+def parse_toml(text: str, *, source: str) -> dict[str, Any]:
+    """The TOML document ``text``; ``source`` names it in errors.
+
+    Raises :class:`ConfigError` when it is not valid TOML, with the line tomllib names.
     """
     try:
         document = tomllib.loads(text)
@@ -60,7 +78,7 @@ def parse_config(text: str, *, source: str = "<string>") -> RelayConfig:
         raise ConfigError(
             f"{source}: nests arrays or inline tables too deeply to be read: flatten them"
         ) from None
-    return _Reader(source).relay_config(document)
+    return document
 
 
 _TOP_KEYS = ("relay", "namespace")
@@ -244,34 +262,43 @@ class _Reader:
             )
 
 
-class ConfigWatcher:
-    """Reloads the file when it changes, keeping the last good config on errors.
+class ConfigWatcher(Generic[C]):
+    """Reloads a configuration file when it changes, keeping the last good config on errors.
 
-    A change is a new ``(st_mtime_ns, st_size)`` from ``stat``. Not thread-safe: poll from one
-    task or thread.
+    ``load`` reads the file into a configuration (by default the relay's), raising
+    :class:`ConfigError` when it is invalid. A change is a new ``(st_mtime_ns, st_size)`` from
+    ``stat``. Not thread-safe: poll from one task or thread.
     """
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         *,
+        load: Callable[[str], C] = load_config,  # type: ignore[assignment]
         stat: Callable[[str], os.stat_result] = os.stat,
     ) -> None:
         """Load ``path`` once; raises :class:`ConfigError` when that fails."""
-        self._path = os.fspath(path)
+        self.path = os.fspath(path)
+        self._load = load
         self._stat = stat
         # Taken before reading, so that a write during the read shows up at the next poll.
         self._signature = self._read_signature()
-        self._config = load_config(self._path)
+        self._config = load(self.path)
         self.last_error: ConfigError | None = None
         """Why the latest reload failed; ``None`` once a reload succeeds."""
 
     @property
-    def config(self) -> RelayConfig:
+    def config(self) -> C:
         """The latest configuration that loaded."""
         return self._config
 
-    def poll(self) -> RelayConfig | None:
+    def reload(self) -> C | None:
+        """Read the file again whether or not it seems changed (a SIGHUP asks for this); what
+        :meth:`poll` returns."""
+        self._signature = (-1, -1)
+        return self.poll()
+
+    def poll(self) -> C | None:
         """Reload if the file changed; return the new config, or ``None``.
 
         ``None`` means unchanged, or changed into something invalid: then :attr:`config` stays
@@ -282,7 +309,7 @@ class ConfigWatcher:
             return None
         self._signature = signature
         try:
-            config = load_config(self._path)
+            config = self._load(self.path)
         except ConfigError as error:
             self.last_error = error
             return None
@@ -292,7 +319,7 @@ class ConfigWatcher:
 
     def _read_signature(self) -> tuple[int, int] | None:
         try:
-            result = self._stat(self._path)
+            result = self._stat(self.path)
         except OSError:
             return None
         return result.st_mtime_ns, result.st_size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -246,3 +247,16 @@ def test_the_development_relay_keeps_its_key_across_restarts(tmp_path: Path) -> 
     assert kept.stat().st_mode & 0o077 == 0  # the key's file is its owner's only
     with hyco_relay("--shared-access-key", "Z2l2ZW4ta2V5", cwd=tmp_path, home=home) as given:
         assert parse_connection_string(given.listener).shared_access_key == "Z2l2ZW4ta2V5"
+
+
+def test_a_reader_that_leaves_the_pipe_ends_the_command_quietly(tmp_path: Path) -> None:
+    with start_hyco("relay", "--port", "0", cwd=tmp_path, env={"HOME": str(tmp_path)}) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        assert process.stdout.readline().startswith("hyco relay listening on ")
+        process.stdout.close()  # as `hyco relay | head -1` does
+        process.send_signal(signal.SIGINT)
+        err = process.stderr.read()
+        assert process.wait(timeout=30) == 141
+    assert "Traceback" not in err, err
+    assert "Exception ignored" not in err, err
