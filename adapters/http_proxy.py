@@ -59,6 +59,7 @@ from hyco_core import (
     HOP_BY_HOP_HEADERS,
     INLINE_BODY_LIMIT,
     ConnectionClosed,
+    ConnectionLostError,
     HycoError,
     LocalProtocolError,
     RemoteEndpoint,
@@ -305,6 +306,10 @@ class HttpProxy:
         """The listener's request handler: the upstream's answer, or the proxy's own."""
         try:
             return await self._forward(request)
+        except ConnectionLostError:
+            # The upstream saw the body cut off too; no one is left to read an answer.
+            logger.info("%s %s: the sender went away", request.method, request.path[:200])
+            return HttpResponse(400)
         except _Refusal as refusal:
             if refusal.status >= 500:
                 logger.warning("%s %s: %s", request.method, request.path[:200], refusal.error)

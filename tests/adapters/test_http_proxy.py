@@ -119,6 +119,9 @@ def uvicorn_serving(app: Any) -> Iterator[str]:
 # An upstream that says what it was asked: method, raw path and query, headers, body digest.
 
 
+uploads: list[int | str] = []  # what inspect_app read of each body: its size, or "cut"
+
+
 async def inspect_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
         while True:
@@ -129,9 +132,13 @@ async def inspect_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     digest, size, more = hashlib.sha256(), 0, True
     while more:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            uploads.append("cut")
+            return
         digest.update(message.get("body", b""))
         size += len(message.get("body", b""))
         more = message.get("more_body", False)
+    uploads.append(size)
     if scope["path"].endswith("/slow"):
         await anyio.sleep(5)
     seen = {
@@ -647,6 +654,27 @@ async def test_headers_an_upstream_may_choke_on(relay: Relay, inspector: str) ->
         assert len([name for name, _ in json.loads(body)["headers"] if "x-header" in name]) == 400
         async with sender(relay) as client:
             assert (await client.get("/after")).status_code == 200
+
+
+async def test_an_upload_cut_by_its_sender_is_cut_for_the_upstream(
+    relay: Relay, inspector: str
+) -> None:
+    async with proxying(relay, inspector):
+        port = int(relay.address.split(":")[1])
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            auth = token(relay)["ServiceBusAuthorization"]
+            uploads.clear()
+            await stream.send(
+                f"POST /{ENTITY}/cut HTTP/1.1\r\nHost: {relay.address}\r\n"
+                f"ServiceBusAuthorization: {auth}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+            )
+            for _ in range(4):
+                await stream.send(f"{100_000:x}\r\n".encode() + b"u" * 100_000 + b"\r\n")
+                await anyio.sleep(0.3)  # the upstream has the request and some of its body
+        with anyio.fail_after(20):
+            while not uploads:
+                await anyio.sleep(0.05)
+    assert uploads == ["cut"]
 
 
 # -- the entry point and the command -------------------------------------------------------------
