@@ -110,6 +110,12 @@ CHECKS: dict[str, Serves | Finishes | CoveredBy] = {
     'hyco expose --connection-string "$CS" --target ssh=127.0.0.1:22 --target db=127.0.0.1:5432': (
         Serves("online, exposing ssh, db", True)
     ),
+    'hyco expose --connection-string "$CS" --http http://127.0.0.1:8080': Serves(
+        "online: http://127.0.0.1:", True
+    ),
+    "hyco expose --http http://127.0.0.1:8080/app --no-strip-prefix --preserve-host": Serves(
+        "online: http://127.0.0.1:", True
+    ),
     'hyco forward --connection-string "$CS" --target db --bind 127.0.0.1:15432': Serves(
         "forwarding 127.0.0.1:15432 to 'db'", True
     ),
