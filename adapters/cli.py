@@ -143,6 +143,8 @@ def _expose(arguments: argparse.Namespace, out: TextIO) -> int:
 
     if _missing_connection_string(arguments):
         return 2
+    if arguments.http is not None:
+        return _expose_http(arguments, out)
     try:
         targets = [parse_target(text) for text in arguments.target]
     except ValueError as error:
@@ -164,6 +166,33 @@ def _expose(arguments: argparse.Namespace, out: TextIO) -> int:
 
     with running(arguments) as vitals:
         _run_interruptibly(lambda: run(vitals))
+    return 0
+
+
+def _expose_http(arguments: argparse.Namespace, out: TextIO) -> int:
+    from hyco_transports.auth import RelayEndpoint
+
+    from .hosting import OnlineAnnouncement
+    from .http_proxy import InvalidUpstreamError, expose_http, parse_upstream
+
+    try:
+        upstream = parse_upstream(arguments.http)
+    except InvalidUpstreamError as error:
+        print(f"hyco expose: --http: {error}", file=sys.stderr)
+        return 2
+    url = RelayEndpoint.from_connection_string(arguments.connection_string).http_url
+    announcement = OnlineAnnouncement(f"online: {url} -> {upstream.url}; Ctrl-C to stop", out=out)
+    with running(arguments) as vitals:
+        online = vitals.follow(_hybrid_connection(arguments), announcement)
+        _run_interruptibly(
+            lambda: expose_http(
+                arguments.connection_string,
+                upstream,
+                strip_prefix=arguments.strip_prefix,
+                preserve_host=arguments.preserve_host,
+                on_status=online,
+            )
+        )
     return 0
 
 

@@ -84,17 +84,37 @@ def build_parser() -> argparse.ArgumentParser:
     expose = commands.add_parser(
         "expose",
         parents=[verbosity],
-        help="make local TCP services reachable through a hybrid connection",
+        help="make local TCP services or an HTTP server reachable through a hybrid connection",
         description="Listen on the hybrid connection and carry each sender's connection to one "
-        "of the named targets; nothing else is reachable.",
+        "of the named targets; nothing else is reachable. With --http, be a reverse proxy "
+        "instead: every HTTP request and WebSocket to the hybrid connection goes to that "
+        "server, under its URL's path.",
     )
     _add_connection_string(expose)
-    expose.add_argument(
+    what = expose.add_mutually_exclusive_group(required=True)
+    what.add_argument(
         "--target",
         action="append",
-        required=True,
         metavar="NAME=HOST:PORT",
-        help="a service to expose under NAME (repeat for several)",
+        help="a TCP service to expose under NAME (repeat for several)",
+    )
+    what.add_argument(
+        "--http",
+        metavar="URL",
+        help="an HTTP server to proxy to, such as http://127.0.0.1:8080 (its path is the base "
+        "every request lands under)",
+    )
+    expose.add_argument(
+        "--no-strip-prefix",
+        dest="strip_prefix",
+        action="store_false",
+        help="--http: pass the whole path on, the hybrid connection's name included (default: "
+        "the upstream sees / for the hybrid connection's root)",
+    )
+    expose.add_argument(
+        "--preserve-host",
+        action="store_true",
+        help="--http: send the relay's host as Host (default: the upstream's own)",
     )
 
     agent = commands.add_parser(

@@ -110,6 +110,12 @@ CHECKS: dict[str, Serves | Finishes | CoveredBy] = {
     'hyco expose --connection-string "$CS" --target ssh=127.0.0.1:22 --target db=127.0.0.1:5432': (
         Serves("online, exposing ssh, db", True)
     ),
+    'hyco expose --connection-string "$CS" --http http://127.0.0.1:8080': Serves(
+        "online: http://127.0.0.1:", True
+    ),
+    "hyco expose --http http://127.0.0.1:8080/app --no-strip-prefix --preserve-host": Serves(
+        "online: http://127.0.0.1:", True
+    ),
     'hyco forward --connection-string "$CS" --target db --bind 127.0.0.1:15432': Serves(
         "forwarding 127.0.0.1:15432 to 'db'", True
     ),
@@ -200,7 +206,7 @@ def test_a_serving_command_starts_and_stops_on_ctrl_c(command: str, tmp_path: Pa
         with hyco_relay(cwd=tmp_path) as relay:
             env |= {"CS": relay.listener, "HYCO_CONNECTION_STRING": relay.listener}
             # The agent file's entries, all on the one hybrid connection of the relay.
-            env |= {name: relay.listener for name in ("SSH_CS", "WEB_CS", "DB_CS", "API_CS")}
+            env |= dict.fromkeys(("SSH_CS", "WEB_CS", "DB_CS", "API_CS"), relay.listener)
             out, err, code = _until_ready(command, check, tmp_path, env)
     else:
         out, err, code = _until_ready(command, check, tmp_path, env)

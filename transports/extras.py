@@ -14,7 +14,7 @@ _EXTRA_OF_MODULE = {
     "sniffio": "cli",
     "gevent": "gevent",
     "azure": "entra",
-    "websockets": "dev",
+    "websockets": "cli",
     "trio": "dev",
 }
 

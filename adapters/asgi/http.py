@@ -11,7 +11,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from hyco_adapters.hosting import relayed_response_headers
-from hyco_core import INLINE_BODY_LIMIT, LocalProtocolError
+from hyco_core import INLINE_BODY_LIMIT, ConnectionLostError, LocalProtocolError
 from hyco_transports.anyio import HttpRequest, HttpResponse
 
 from .interface import ASGIApp, ClientDisconnected, Message, Scope, status_code
@@ -86,8 +86,9 @@ class HttpExchange:
                     except StopAsyncIteration:
                         self._body_read = True
                         return {"type": "http.request", "body": b"", "more_body": False}
-                    except anyio.ClosedResourceError:
-                        # The transport stops the body once the response has started.
+                    except (anyio.ClosedResourceError, ConnectionLostError):
+                        # The transport stops the body once the response has started, or the
+                        # sender went away in the middle of it.
                         logger.warning("%s: the request body was cut off", self._describe())
                         self.done.set()
                     else:

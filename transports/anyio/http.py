@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from hyco_core import HttpRendezvous, ListenerSupervisor, LocalProtocolError, Response, body_pieces
+from hyco_core import (
+    ConnectionLostError,
+    HttpRendezvous,
+    ListenerSupervisor,
+    LocalProtocolError,
+    Response,
+    body_pieces,
+)
 from hyco_transports._listening import RequestInfo
 from hyco_transports.pump import ChannelSocket
 
@@ -27,9 +34,13 @@ class HttpRequest(RequestInfo):
     """
 
     _pieces: MemoryObjectReceiveStream[bytes] | None = field(default=None, repr=False)
+    _complete: bool = field(default=False, repr=False)  # the streamed body's end arrived
 
     async def stream(self) -> AsyncIterator[bytes]:
-        """The body, piece by piece, as it arrives."""
+        """The body, piece by piece, as it arrives.
+
+        Raises :class:`~hyco_core.ConnectionLostError` when the sender's body was cut off.
+        """
         if self._body is not None:
             if self._body:
                 yield self._body
@@ -37,6 +48,8 @@ class HttpRequest(RequestInfo):
         if self._pieces is not None:
             async for piece in self._pieces:
                 yield piece
+            if not self._complete:
+                raise ConnectionLostError("the request body was cut off")
 
     async def body(self) -> bytes:
         return b"".join([piece async for piece in self.stream()])

@@ -466,16 +466,18 @@ class Listener(ListenerBase):
             await send_response(socket, rendezvous, *answer)
             await self._retire_if_idle(socket)
         pieces: MemoryObjectSendStream[bytes] | None = None
+        receiving: HttpRequest | None = None  # the request whose body ``pieces`` carries
         work = self._work
         assert work is not None
 
         async def on_event(event: Event) -> None:
-            nonlocal pieces
+            nonlocal pieces, receiving
             if isinstance(event, RequestReceived):
                 receiver: MemoryObjectReceiveStream[bytes] | None = None
                 if event.body is None:
                     pieces, receiver = anyio.create_memory_object_stream[bytes](4)
                 http_request = self._http_request(event.request, body=event.body, pieces=receiver)
+                receiving = http_request
                 default = self._supervisor.default_answer()
                 work.start_soon(
                     _contained,
@@ -491,6 +493,8 @@ class Listener(ListenerBase):
                     with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                         await pieces.send(event.data)
                 if event.final:
+                    assert receiving is not None
+                    receiving._complete = True
                     pieces.close()
                     pieces = None
                     await self._retire_if_idle(socket)
