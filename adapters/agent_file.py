@@ -283,7 +283,8 @@ class _Reader:
         if http is not None:
             from .http_proxy import parse_upstream
 
-            http = values.check("http", lambda: parse_upstream(http).url)
+            upstream = http
+            http = values.check("http", lambda: parse_upstream(upstream).url)
         return ExposeEntry(
             name=values.name(endpoint.path),
             targets=targets,

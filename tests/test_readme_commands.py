@@ -121,7 +121,7 @@ CHECKS: dict[str, Serves | Finishes | CoveredBy] = {
     ),
     "hyco agent --config hyco.toml": Serves("online: ", True),
     "hyco agent --config hyco.toml --check": CoveredBy(
-        "tests/adapters/test_agent.py::test_four_entries_run_and_a_reload_restarts_only_what_changed"
+        "tests/adapters/test_agent.py::test_every_kind_of_entry_runs_and_a_reload_restarts_only_what_changed"
     ),
     'ssh -o ProxyCommand="hyco forward --target ssh --stdio" user@anything': CoveredBy(
         "tests/adapters/test_forward.py::test_an_ssh_style_session_through_the_command_line"

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -270,20 +270,37 @@ class ConfigWatcher(Generic[C]):
     ``stat``. Not thread-safe: poll from one task or thread.
     """
 
+    @overload
+    def __init__(
+        self: ConfigWatcher[RelayConfig],
+        path: str | os.PathLike[str],
+        *,
+        stat: Callable[[str], os.stat_result] = ...,
+    ) -> None: ...
+
+    @overload
     def __init__(
         self,
         path: str | os.PathLike[str],
         *,
-        load: Callable[[str], C] = load_config,  # type: ignore[assignment]
+        load: Callable[[str], C],
+        stat: Callable[[str], os.stat_result] = ...,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        load: Callable[[str], Any] = load_config,
         stat: Callable[[str], os.stat_result] = os.stat,
     ) -> None:
         """Load ``path`` once; raises :class:`ConfigError` when that fails."""
         self.path = os.fspath(path)
-        self._load = load
+        self._load: Callable[[str], C] = load
         self._stat = stat
         # Taken before reading, so that a write during the read shows up at the next poll.
         self._signature = self._read_signature()
-        self._config = load(self.path)
+        self._config = self._load(self.path)
         self.last_error: ConfigError | None = None
         """Why the latest reload failed; ``None`` once a reload succeeds."""
 

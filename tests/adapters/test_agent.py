@@ -1,6 +1,7 @@
-"""``hyco agent`` as a user runs it: one process running an expose, a forward and two serve
-entries from one file against a real relay, a reload that restarts only what changed, the
-signals a service manager sends, and one entry's failure leaving the others alone."""
+"""``hyco agent`` as a user runs it: one process running a TCP expose, an HTTP expose, a
+forward and two serve entries from one file against a real relay, a reload that restarts only
+what changed, the signals a service manager sends, and one entry's failure leaving the others
+alone."""
 
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ default = true
   name = "wsgi"
   [[namespace.entity]]
   name = "more"
+  [[namespace.entity]]
+  name = "web"
 """
 
 
@@ -90,6 +93,34 @@ def echo_service() -> Iterator[int]:
         server.close()
 
 
+@contextmanager
+def web_server() -> Iterator[int]:
+    """An HTTP server of the standard library's, answering each GET with its path."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = f"web {self.path}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 def connection_string(relay_listener: str, entity: str) -> str:
     return relay_listener.replace("EntityPath=hyco", f"EntityPath={entity}")
 
@@ -111,13 +142,17 @@ def wait_for_lines(
     return seen
 
 
-def get(cs: str, path: str) -> httpx.Response:
+def get(cs: str, path: str, query: str = "") -> httpx.Response:
     auth = RelayAuth.from_connection_string(cs)
-    return httpx.get(auth.url(path), auth=auth, timeout=10)
+    return httpx.get(auth.url(path, query), auth=auth, timeout=10)
 
 
-def agent_file(tcp: str, asgi: str, wsgi: str, echo_port: int, bind: int, root: str) -> str:
+def agent_file(echo_port: int, web_port: int, bind: int, root: str) -> str:
     return f"""\
+[[expose]]
+connection_string = "${{WEB_CS}}"
+http = "http://127.0.0.1:{web_port}"
+
 [[expose]]
 connection_string = "${{TCP_CS}}"
 targets = ["echo=127.0.0.1:{echo_port}"]
@@ -147,40 +182,48 @@ def relay(tmp_path: Path) -> Iterator[str]:
         yield running.listener.replace("EntityPath=tcp", "EntityPath=hyco")
 
 
-def test_four_entries_run_and_a_reload_restarts_only_what_changed(
+def test_every_kind_of_entry_runs_and_a_reload_restarts_only_what_changed(
     tmp_path: Path, relay: str
 ) -> None:
     apps = tmp_path / "apps"
     apps.mkdir()
     (apps / "asgi_app.py").write_text(ASGI_APP)
     (apps / "wsgi_app.py").write_text(WSGI_APP)
-    names = {entity: connection_string(relay, entity) for entity in ("tcp", "asgi", "wsgi")}
-    env = {"TCP_CS": names["tcp"], "ASGI_CS": names["asgi"], "WSGI_CS": names["wsgi"]}
+    names = {entity: connection_string(relay, entity) for entity in ("tcp", "asgi", "wsgi", "web")}
+    env = {f"{entity.upper()}_CS": cs for entity, cs in names.items()}
     bind = free_port()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    with echo_service() as echo_port:
+    with echo_service() as echo_port, web_server() as web_port:
         path = apps / "hyco.toml"
-        path.write_text(agent_file("tcp", "asgi", "wsgi", echo_port, bind, "/asgi"))
+        path.write_text(agent_file(echo_port, web_port, bind, "/asgi"))
         checked = run_hyco("agent", "--config", str(path), "--check", cwd=elsewhere, env=env)
         assert checked.returncode == 0, checked.stderr
-        assert checked.stdout.splitlines()[0].startswith("tcp: line 1, exposing echo=")
+        assert checked.stdout.splitlines()[1].startswith("tcp: line 5, exposing echo=")
         process = start_hyco("agent", "--config", str(path), cwd=elsewhere, env=env)
         try:
             lines = wait_for_lines(
                 process,
-                {"agent: 4 entries", "online: tcp", "online: echo", "online: asgi", "online: wsgi"},
+                {
+                    "agent: 5 entries",
+                    "online: web",
+                    "online: tcp",
+                    "online: echo",
+                    "online: asgi",
+                    "online: wsgi",
+                },
             )
             assert "relay-key" not in "".join(lines)
             assert env["TCP_CS"].split("SharedAccessKey=")[1] not in "".join(lines)
             assert get(names["asgi"], "/x").text == "asgi /asgi|/asgi/x"
             assert get(names["wsgi"], "/y").text == "wsgi /y"
+            assert get(names["web"], "/z", "q=1").text == "web /z?q=1"
             # A TCP session through forward and expose, kept open across the reload.
             with socket.create_connection(("127.0.0.1", bind), timeout=10) as session:
                 session.sendall(b"before\n")
                 assert session.recv(100) == b"BEFORE\n"
                 # One edit (the ASGI app's root path), one entry gone (WSGI), by SIGHUP.
-                text = agent_file("tcp", "asgi", "wsgi", echo_port, bind, "/api")
+                text = agent_file(echo_port, web_port, bind, "/api")
                 path.write_text(text.split('[[serve]]\nconnection_string = "${WSGI_CS}"')[0])
                 process.send_signal(signal.SIGHUP)
                 (reloaded,) = [

@@ -795,7 +795,7 @@ def write(path: Path, text: str, mtime_ns: int) -> None:
     os.utime(path, ns=(mtime_ns, mtime_ns))
 
 
-def last_error(watcher: ConfigWatcher) -> str:
+def last_error(watcher: ConfigWatcher[RelayConfig]) -> str:
     assert watcher.last_error is not None
     return str(watcher.last_error)
 
