@@ -35,6 +35,7 @@ other place options come from.
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import json
 import logging
 import os
@@ -75,7 +76,12 @@ __all__ = ["InvalidUpstreamError", "Upstream", "expose_http", "parse_upstream"]
 logger = logging.getLogger("hyco.adapters.http_proxy")
 
 # Headers the proxy sets itself, or that a hop (the relay, this proxy) has already acted on.
-_NOT_FORWARDED = HOP_BY_HOP_HEADERS | {"expect", "x-forwarded-host", "x-forwarded-proto"}
+_NOT_FORWARDED = HOP_BY_HOP_HEADERS | {
+    "expect",
+    "proxy-authorization",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+}
 # The sender's own WebSocket handshake: the upstream handshake has its own.
 _HANDSHAKE = frozenset(
     {
@@ -218,6 +224,7 @@ class HttpProxy:
         self._ssl_context = ssl_context or ssl.create_default_context()
         self._client = httpx.AsyncClient(
             base_url=upstream.url,
+            cookies=_NoCookies(),
             follow_redirects=False,
             trust_env=False,  # a proxy from the environment must not reroute a local upstream
             verify=self._ssl_context,
@@ -253,7 +260,7 @@ class HttpProxy:
         if not path.startswith("/"):
             # An absolute-form target (http://host/entity/x): only its path counts.
             parts = urlsplit(original)
-            path, query = split_request_target(parts.path or "/", self._endpoint.path)
+            path, _ = split_request_target(parts.path or "/", self._endpoint.path)
             query = parts.query
         contained = _contained_path(path)
         if contained is None:
@@ -264,10 +271,15 @@ class HttpProxy:
         target = quote(prefix + contained, safe=_TARGET_SAFE)
         return target + "?" + quote(query, safe=_TARGET_SAFE) if query else target
 
+    @property
+    def _host(self) -> str:
+        """The ``Host`` the upstream is asked for."""
+        return self._endpoint.namespace if self._preserve_host else self._upstream.authority
+
     def _headers(
         self, headers: Mapping[str, str], remote: RemoteEndpoint | None, *, websocket: bool
     ) -> list[tuple[bytes, bytes]]:
-        """The sender's headers as the upstream gets them."""
+        """The sender's headers as the upstream gets them, less ``Host``."""
         dropped = _NOT_FORWARDED | _HANDSHAKE if websocket else _NOT_FORWARDED
         pairs: list[tuple[bytes, bytes]] = []
         forwarded_for: str | None = None
@@ -291,7 +303,6 @@ class HttpProxy:
         host = self._endpoint.namespace
         hop = f"for={_forwarded_node(address)};host={_forwarded_value(host)};proto={proto}"
         added: list[tuple[str, str]] = [
-            ("Host", host if self._preserve_host else self._upstream.authority),
             ("X-Forwarded-Proto", proto),
             ("X-Forwarded-Host", host),
             ("Forwarded", f"{forwarded}, {hop}" if forwarded else hop),
@@ -323,6 +334,7 @@ class HttpProxy:
     async def _forward(self, request: HttpRequest) -> HttpResponse:
         target = self._target(request.path, request.query, request.target)
         headers = self._headers(request.headers, request.remote_endpoint, websocket=False)
+        headers.insert(0, (b"Host", header_bytes(self._host)))
         body = await _request_body(request)
         try:
             outgoing = self._client.build_request(
@@ -403,19 +415,17 @@ class HttpProxy:
             raise _Refusal(502, "WebSockets are proxied on asyncio only") from None
         target = self._target(context.suffix or "/", context.query, context.suffix or "/")
         headers = self._headers(context.headers, context.remote_endpoint, websocket=True)
-        host = next(value for name, value in headers if name == b"Host").decode("latin-1")
         scheme = "wss" if self._upstream.secure else "ws"
         options: dict[str, Any] = {"host": self._upstream.host, "port": self._port()}
         if self._upstream.secure:
             options.update(ssl=self._ssl_context, server_hostname=self._upstream.host)
         try:
             return await _UpstreamWebSocket(
-                f"{scheme}://{_uri_host(host, self._upstream.authority)}{target}",
+                # The URI names the Host to ask for; the socket goes to the upstream.
+                f"{scheme}://{self._host}{target}",
                 subprotocols=[Subprotocol(offered) for offered in context.subprotocols] or None,
                 additional_headers=[
-                    (name.decode("latin-1"), value.decode("latin-1"))
-                    for name, value in headers
-                    if name != b"Host"
+                    (name.decode("latin-1"), value.decode("latin-1")) for name, value in headers
                 ],
                 user_agent_header=None,
                 proxy=None,
@@ -487,6 +497,17 @@ class HttpProxy:
                 await upstream.close(1001, "the proxy is stopping")
 
 
+class _NoCookies(http.cookiejar.CookieJar):
+    """The upstream client's cookie jar, which keeps nothing: a cookie the upstream sets is the
+    sender's, passed back in the response, never one for the next sender's requests."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        return
+
+
 class _UpstreamWebSocket(websocket_connect):
     """The ``websockets`` client, told not to follow redirects: a proxy passes them on."""
 
@@ -546,14 +567,6 @@ def _forwarded_node(address: str | None) -> str:
 
 def _forwarded_value(value: str) -> str:
     return value if _TOKEN.fullmatch(value) else '"' + value.replace('"', "") + '"'
-
-
-_PLAIN_HOST = re.compile(r"([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
-
-
-def _uri_host(host: str, fallback: str) -> str:
-    """``host`` when it is a plain ``host[:port]``, else ``fallback``: it goes into a URI."""
-    return host if _PLAIN_HOST.fullmatch(host) else fallback
 
 
 def _printable(text: str) -> str:

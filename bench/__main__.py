@@ -1,6 +1,6 @@
 """``python -m bench``: run the measurements, print a table, write JSON and a chart.
 
-The default run takes under a minute on 2 cores (42 s); ``--quick`` about 10 s; ``--full``
+The default run takes about a minute on 2 cores (67 s); ``--quick`` about 10 s; ``--full``
 uses the large sizes (1,000 connects, 10,000 idle connections). Sections run in priority order
 and can be chosen with ``--only``.
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 from .http import measure_http
 from .idle import measure_idle
 from .kernel import measure_kernel
+from .proxy import measure_proxy
 from .report import TARGETS, print_table, write_chart
 from .stats import Results
 from .wire import MIB, measure_connects, measure_throughput
@@ -26,7 +27,7 @@ from .wire import MIB, measure_connects, measure_throughput
 __all__ = ["Sizes", "main"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("kernel", "throughput", "connect", "http", "idle")
+SECTIONS = ("kernel", "throughput", "connect", "http", "proxy", "idle")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "connect": lambda: measure_connects(results, rounds=sizes.rounds, count=sizes.connects),
         "http": lambda: measure_http(results, rounds=sizes.rounds, count=sizes.requests),
+        "proxy": lambda: measure_proxy(results, rounds=sizes.rounds, count=sizes.requests),
         "idle": lambda: measure_idle(results, count=sizes.idle),
     }
     started = time.perf_counter()

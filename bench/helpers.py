@@ -163,6 +163,16 @@ async def _asgi_direct() -> None:
         server.should_exit = True
 
 
+async def _http_proxy(connection_string: str, upstream: str) -> None:
+    from hyco_adapters.http_proxy import expose_http
+
+    async with anyio.create_task_group() as tasks:
+        await tasks.start(expose_http, connection_string, upstream)
+        _ready()
+        await _until_stdin_closes()
+        tasks.cancel_scope.cancel()
+
+
 def main(argv: list[str]) -> None:
     role, *args = argv
     roles: dict[str, Callable[..., Awaitable[None]]] = {
@@ -172,6 +182,7 @@ def main(argv: list[str]) -> None:
         "tcp-sink": _tcp_sink,
         "asgi-relayed": _asgi_relayed,
         "asgi-direct": _asgi_direct,
+        "http-proxy": _http_proxy,
     }
     anyio.run(roles[role], *args)
 

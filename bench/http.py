@@ -16,19 +16,20 @@ from hyco_transports.httpx import RelayAuth
 from .processes import start_helper
 from .stats import Results
 
-__all__ = ["measure_http"]
+__all__ = ["CASES", "measure_http", "request_rate"]
 
-_CASES = {
+CASES = {
     "GET small": ("GET", "/small", b""),
     "POST 64 KiB": ("POST", "/echo", bytes(64 * 1024)),
     "GET 1 MiB": ("GET", "/large", b""),
 }
 
 
-async def _rate(
+async def request_rate(
     base: str, auth: httpx.Auth | None, case: str, count: int, concurrency: int
 ) -> float:
-    method, path, body = _CASES[case]
+    """Requests per second of ``case`` from ``concurrency`` tasks sharing one client."""
+    method, path, body = CASES[case]
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     remaining = count
 
@@ -53,8 +54,8 @@ async def _rate(
 def _measure(
     results: Results, label: str, base: str, auth: httpx.Auth | None, *, rounds: int, count: int
 ) -> None:
-    for case in _CASES:
-        rates = [anyio.run(_rate, base, auth, case, count, 8) for _ in range(rounds)]
+    for case in CASES:
+        rates = [anyio.run(request_rate, base, auth, case, count, 8) for _ in range(rounds)]
         results.add(f"HTTP {case}: {label}", "req/s", rates)
 
 

@@ -152,6 +152,8 @@ async def inspect_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     body = json.dumps(seen).encode()
     headers = [(b"content-type", b"application/json"), (b"connection", b"x-hop")]
     headers += [(b"x-hop", b"for this hop only"), (b"keep-alive", b"timeout=5")]
+    if scope["path"].endswith("/login"):
+        headers.append((b"set-cookie", b"session=first-senders; Path=/"))
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -328,6 +330,8 @@ async def test_nginx_files_large_missing_head_and_range(
         assert head.content == b""
         assert head.headers["content-type"] == "text/plain"
         assert "etag" in head.headers
+        large_head = await client.head("/files/large.bin")  # too large to travel inline
+        assert (large_head.status_code, large_head.content) == (200, b"")
         part = await client.get("/files/large.bin", headers={"Range": "bytes=1000-1999"})
         assert part.status_code == 206
         assert part.headers["content-range"] == f"bytes 1000-1999/{len(large)}"
@@ -517,6 +521,16 @@ async def test_headers_are_rewritten_for_the_upstream(relay: Relay, inspector: s
     assert "x-hop" not in response.headers
     assert "keep-alive" not in response.headers
     assert response.headers["via"] == "1.1 localhost"
+
+
+async def test_a_cookie_the_upstream_sets_is_never_sent_for_another_sender(
+    relay: Relay, inspector: str
+) -> None:
+    async with proxying(relay, inspector), sender(relay) as first, sender(relay) as second:
+        login = await first.get("/login")
+        assert login.headers["set-cookie"] == "session=first-senders; Path=/"
+        seen = (await second.get("/other")).json()
+    assert header(seen, "cookie") == []
 
 
 async def test_without_strip_prefix_and_with_preserve_host(relay: Relay, inspector: str) -> None:

@@ -31,6 +31,8 @@ def test_a_tiny_run_writes_every_figure_and_verdict(tmp_path: Path) -> None:
         "relay CPU per GiB relayed",
         "connect p50: relayed (hyco anyio)",
         "HTTP GET small: relayed (hyco ASGI)",
+        "proxy GET 1 MiB: through the relay (expose_http)",
+        "proxy GET 1 MiB: direct (uvicorn)",
         "idle: relay RSS per connection",
     ):
         assert expected in names
