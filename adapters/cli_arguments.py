@@ -21,6 +21,17 @@ def _add_connection_string(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_drain_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="on SIGTERM or Ctrl-C, how long the work under way may take to finish; requests "
+        "arriving meanwhile get 503 with Retry-After (default 10)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Accepted before or after the subcommand (hyco -v listen, hyco listen -vv): absent unless
     # given, so that a subcommand's parser does not reset what the main one read.
@@ -96,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=HOST:PORT",
         help="a service to expose under NAME (repeat for several)",
     )
+    _add_drain_timeout(expose)
 
     forward = commands.add_parser(
         "forward",
@@ -121,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_connection_string(listen)
     listen.add_argument("--print", dest="echo", action="store_false", help="show, do not echo")
+    _add_drain_timeout(listen)
 
     connect = commands.add_parser(
         "connect",
@@ -178,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where to look for the app's module first (default: the current directory)",
     )
+    _add_drain_timeout(serve)
 
     token = commands.add_parser(
         "token",

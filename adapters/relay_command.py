@@ -120,7 +120,9 @@ async def _serve(
                 print(f"\n{notes}", file=out, flush=True)
             if watcher is not None:
                 tasks.start_soon(_reload, relay, watcher, arguments)
+            tasks.start_soon(vitals.keep_beating)
             async for signum in signals:
+                vitals.stopping()
                 vitals.set("relay", False)
                 print("Stopping: listeners are told to reconnect (close 1001).", file=out)
                 tasks.cancel_scope.cancel()

@@ -19,6 +19,7 @@ from hyco_adapters.hosting import (
     import_app,
     stop_on_signals,
 )
+from hyco_adapters.vitals import Vitals
 from hyco_transports.auth import RelayEndpoint
 from hyco_transports.sync import AcceptContext, HttpRequest, HttpResponse
 
@@ -63,6 +64,7 @@ class Server:
         script_name: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         on_status: StatusHandler | None = None,
+        shutdown_timeout: float = 10.0,
     ) -> None:
         if transport not in ("sync", "gevent"):
             raise ValueError(f"transport must be 'sync' or 'gevent', not {transport!r}")
@@ -75,6 +77,7 @@ class Server:
         self._default_script_name = script_name is None
         self.script_name = "/" + endpoint.path if script_name is None else script_name
         self._ssl_context = ssl_context
+        self._shutdown_timeout = shutdown_timeout
         self._stop = threading.Event()
         self._online = threading.Event()
         self._fate = ListenerFate(self._stop.set, on_status)
@@ -90,7 +93,9 @@ class Server:
         return self._online.wait(timeout)
 
     def stop(self) -> None:
-        """Go offline in order: answers under way are completed first. Any thread may call it."""
+        """Go offline in order: requests arriving meanwhile get 503 with ``Retry-After``, and
+        those under way have ``shutdown_timeout`` seconds to complete before they are cut. Any
+        thread may call it."""
         self._stop.set()
 
     def serve_forever(self) -> None:
@@ -102,6 +107,7 @@ class Server:
             accept_handler=_refuse_websocket,
             on_status=self._fate,
             ssl_context=self._ssl_context,
+            drain_timeout=self._shutdown_timeout,
         )
         with listener:
             self._online.set()
@@ -213,6 +219,8 @@ def serve(
     script_name: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
     on_status: StatusHandler | None = None,
+    shutdown_timeout: float = 10.0,
+    vitals: Vitals | None = None,
 ) -> signal.Signals | None:
     """Serve ``app`` on a hybrid connection until SIGINT (Ctrl-C) or SIGTERM, and return the
     signal.
@@ -223,9 +231,12 @@ def serve(
     most ``workers`` requests run in the app at once; others wait for a slot. ``on_status``
     sees each change of the listener's status.
 
-    On a signal the listener goes offline and the responses under way are completed; later
-    signals are ignored meanwhile. Raises the listener's typed error when it cannot open or the
-    hybrid connection is deleted.
+    On a signal the listener closes: requests arriving get 503 with ``Retry-After``, the
+    responses under way get ``shutdown_timeout`` seconds to complete (then they are cut: a
+    sender sees an error, never a truncated body passed off as whole); later signals are
+    ignored meanwhile. ``vitals``, a command's, hear the stop as the signal arrives, and beat
+    from a thread meanwhile (a WSGI server has no event loop of its own). Raises the listener's
+    typed error when it cannot open or the hybrid connection is deleted.
     """
     server = Server(
         app,
@@ -235,8 +246,10 @@ def serve(
         script_name=script_name,
         ssl_context=ssl_context,
         on_status=on_status,
+        shutdown_timeout=shutdown_timeout,
     )
-    with stop_on_signals() as stopped:
+    vitals = vitals or Vitals()
+    with vitals.beating_in_thread(), stop_on_signals(vitals.stopping) as stopped:
         try:
             server.serve_forever()
         except KeyboardInterrupt:
