@@ -14,7 +14,6 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
 from typing import TextIO, TypeVar
 
 if sys.version_info < (3, 11):
@@ -180,9 +179,8 @@ def _missing_connection_string(arguments: argparse.Namespace) -> bool:
 
 
 def _expose(arguments: argparse.Namespace, out: TextIO) -> int:
-    import anyio
-
     from .forward import expose, parse_target
+    from .hosting import OnlineAnnouncement
 
     if _missing_connection_string(arguments):
         return 2
@@ -195,22 +193,19 @@ def _expose(arguments: argparse.Namespace, out: TextIO) -> int:
     if _bad_drain_timeout(arguments):
         return 2
 
-    async def run(vitals: Vitals) -> None:
-        async with anyio.create_task_group() as tasks:
-            await tasks.start(
-                partial(
-                    expose,
-                    arguments.connection_string,
-                    targets,
-                    on_status=vitals.follow(_hybrid_connection(arguments)),
-                    drain_timeout=arguments.drain_timeout,
-                )
-            )
-            names = ", ".join(t.name for t in targets)
-            print(f"online, exposing {names}; Ctrl-C to stop", file=out, flush=True)
-
+    names = ", ".join(t.name for t in targets)
+    announcement = OnlineAnnouncement(f"online, exposing {names}; Ctrl-C to stop", out=out)
     with running(arguments) as vitals:
-        return _run_until_stopped(lambda: run(vitals), vitals)
+        on_status = vitals.follow(_hybrid_connection(arguments), announcement)
+        return _run_until_stopped(
+            lambda: expose(
+                arguments.connection_string,
+                targets,
+                on_status=on_status,
+                drain_timeout=arguments.drain_timeout,
+            ),
+            vitals,
+        )
 
 
 def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
@@ -242,12 +237,12 @@ def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
                     task_status=task_status,
                 )
             )
-            vitals.set(f"forward {host}:{bound}", True)
             print(
                 f"forwarding {host}:{bound} to {arguments.target!r}; Ctrl-C to stop",
                 file=out,
                 flush=True,
             )
+            vitals.set(f"forward {host}:{bound}", True)
 
     try:
         with running(arguments) as vitals:

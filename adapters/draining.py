@@ -4,8 +4,8 @@ Cancelled (a signal came), :func:`serve_until_cancelled` closes the listener (wh
 still passes it is refused with 503 and ``Retry-After``, and it goes offline once its inline
 answers are out, for the relay to send the rest elsewhere), lets the work under way (requests
 being answered, connections being carried) finish for up to the drain timeout, then closes the
-connections still open with 1001 and cuts what is left: a sender then sees an error, never a
-truncated body passed off as whole.
+connections still open with 1001 (going away) and, :data:`GOODBYE_TIMEOUT` later, cuts what is
+left: a sender then sees an error, never a truncated body passed off as whole.
 """
 
 from __future__ import annotations
@@ -19,7 +19,11 @@ import anyio.abc
 from hyco_core import HycoError
 from hyco_transports.anyio import Listener
 
-__all__ = ["WorkUnderWay", "serve_until_cancelled"]
+__all__ = ["GOODBYE_TIMEOUT", "WorkUnderWay", "serve_until_cancelled"]
+
+GOODBYE_TIMEOUT = 1.0
+"""Seconds the connections still open at the drain's limit get to be told 1001 (going away),
+before what is left is cut."""
 
 
 class WorkUnderWay:
@@ -82,9 +86,10 @@ async def serve_until_cancelled(
                     started = True
                     task_status.started()
                     gone = await _until_stopped_or_gone(listener, stop)
-                    limit.deadline = anyio.current_time() + drain_timeout
+                    limit.deadline = anyio.current_time() + drain_timeout + GOODBYE_TIMEOUT
                     await listener.close()
-                    await work.finished()
+                    with anyio.move_on_after(drain_timeout):
+                        await work.finished()
                 if gone is not None:
                     raise gone
             except Exception as error:

@@ -114,10 +114,10 @@ async def _serve(
             serve_relay(config, ssl_context=context) as relay,
             anyio.create_task_group() as tasks,
         ):
-            vitals.set("relay", True)
             print(describe_relay(relay), file=out, flush=True)
             if notes:
                 print(f"\n{notes}", file=out, flush=True)
+            vitals.set("relay", True)
             if watcher is not None:
                 tasks.start_soon(_reload, relay, watcher, arguments)
             tasks.start_soon(vitals.keep_beating)

@@ -170,7 +170,9 @@ class Vitals:
 
     def follow(self, name: str, then: StatusHandler | None = None) -> StatusHandler:
         """A listener's ``on_status`` handler that keeps part ``name`` up while the listener is
-        online, and then hands the change to ``then``. The part is down until it first is."""
+        online, and hands the change to ``then`` before the watchers hear what it did to
+        readiness (so that a command's "online" line comes before READY=1). The part is down
+        until it first is online."""
         with self._lock:
             self._parts.setdefault(name, False)
             self._statuses.setdefault(name, ListenerStatus.CONNECTING)
@@ -180,9 +182,9 @@ class Vitals:
                 self._statuses[name] = event.status
                 if name in self._parts:
                     self._parts[name] = event.status is ListenerStatus.ONLINE
-            self._changed()
             if then is not None:
                 then(event)
+            self._changed()
 
         return on_status
 

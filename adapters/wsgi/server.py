@@ -15,6 +15,7 @@ from urllib.parse import unquote_to_bytes
 from hyco_adapters.hosting import (
     ListenerFate,
     StatusHandler,
+    Stopped,
     header_bytes,
     import_app,
     stop_on_signals,
@@ -81,9 +82,10 @@ class Server:
         self._stop = threading.Event()
         self._online = threading.Event()
         self._fate = ListenerFate(self._stop.set, on_status)
-        self.interrupted = False
-        """Whether Ctrl-C stopped :meth:`serve_forever` under gevent, whose own signal watcher
-        makes it a quiet, orderly stop (the other transports get ``KeyboardInterrupt``)."""
+        self.stopped = Stopped()
+        """Under gevent, the signal that stopped :meth:`serve_forever`: gevent's own signal
+        watchers make SIGINT and SIGTERM a quiet, orderly stop (the other transports get
+        ``KeyboardInterrupt``). Replace it to hear the signal as it arrives."""
 
     def __repr__(self) -> str:
         return f"<Server {self.endpoint.namespace}/{self.endpoint.path} {self.transport}>"
@@ -117,8 +119,8 @@ class Server:
                 self._online.clear()
         self._fate.raise_if_gone()
 
-    def _interrupt(self) -> None:
-        self.interrupted = True
+    def _signalled(self, signum: signal.Signals) -> None:
+        self.stopped.record(signum)
         self.stop()
 
     def _slots(self) -> _Slots:
@@ -133,16 +135,18 @@ class Server:
             import gevent
 
             # A KeyboardInterrupt raised inside gevent's hub is printed by the hub on its way
-            # out; a signal watcher of gevent's own makes Ctrl-C a quiet, orderly stop instead.
+            # out; signal watchers of gevent's own make a signal a quiet, orderly stop instead.
             on_main_thread = threading.current_thread() is threading.main_thread()
-            watcher = (
-                gevent.signal_handler(signal.SIGINT, self._interrupt) if on_main_thread else None
-            )
+            watchers = [
+                gevent.signal_handler(number, self._signalled, number)
+                for number in (signal.SIGINT, signal.SIGTERM)
+                if on_main_thread
+            ]
             try:
                 while not self._stop.is_set():
                     gevent.sleep(_STOP_POLL)
             finally:
-                if watcher is not None:
+                for watcher in watchers:
                     watcher.cancel()
         else:
             self._stop.wait()
@@ -250,12 +254,11 @@ def serve(
     )
     vitals = vitals or Vitals()
     with vitals.beating_in_thread(), stop_on_signals(vitals.stopping) as stopped:
+        server.stopped = stopped
         try:
             server.serve_forever()
         except KeyboardInterrupt:
             logger.info("stopped by a signal")
-    if server.interrupted:
-        stopped.record(signal.SIGINT)
     return stopped.signal
 
 

@@ -129,7 +129,14 @@ class Listener(ListenerBase):
         self._tasks = anyio.create_task_group()
         await self._tasks.__aenter__()
         self._tasks.start_soon(self._run)
-        await self._first_outcome.wait()
+        try:
+            await self._first_outcome.wait()
+        except BaseException:
+            # Cancelled while opening: the block never runs, so its exit must happen here.
+            self._tasks.cancel_scope.cancel()
+            await self._tasks.__aexit__(None, None, None)
+            self._connections.close()
+            raise
         if self.status is not ListenerStatus.ONLINE:
             error = self.last_error
             await self._tasks.__aexit__(None, None, None)
