@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -392,3 +394,31 @@ def test_a_notify_socket_that_is_not_there_changes_nothing(
     assert len(warnings) == 1, err
     assert "Traceback" not in err
     assert os.path.basename(str(tmp_path / "nobody")) in warnings[0]
+
+
+# -- the documented units ----------------------------------------------------------------------
+
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+
+
+@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
+def test_the_documented_units_verify_cleanly(tmp_path: Path) -> None:
+    assert SYSTEMD_ANALYZE is not None
+    text = (ROOT / "docs" / "systemd.md").read_text("utf-8")
+    units = re.findall(r"```ini\n(.*?)```", text, re.DOTALL)
+    assert len(units) == 3
+    for number, unit in enumerate(units):
+        # The programs are not installed here: a program that is stands in for hyco.
+        runnable = re.sub(r"^ExecStart=\S+", "ExecStart=/bin/true", unit, flags=re.MULTILINE)
+        assert "ExecStart=/bin/true " in runnable
+        path = tmp_path / f"hyco-documented-{number}.service"
+        path.write_text(runnable, "utf-8")
+        result = subprocess.run(  # noqa: S603 - a system tool, on our own file
+            [SYSTEMD_ANALYZE, "verify", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        complaints = [line for line in result.stderr.splitlines() if str(path) in line]
+        assert not complaints, result.stderr

@@ -134,8 +134,10 @@ class Listener(ListenerBase):
         except BaseException:
             # Cancelled while opening: the block never runs, so its exit must happen here.
             self._tasks.cancel_scope.cancel()
-            await self._tasks.__aexit__(None, None, None)
-            self._connections.close()
+            try:
+                await self._tasks.__aexit__(None, None, None)
+            finally:
+                self._connections.close()
             raise
         if self.status is not ListenerStatus.ONLINE:
             error = self.last_error
