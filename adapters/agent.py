@@ -35,7 +35,7 @@ from .agent_file import AgentConfig, Entry, ExposeEntry, ForwardEntry, ServeEntr
 from .hosting import OnlineAnnouncement, import_app
 from .vitals import Vitals
 
-__all__ = ["Agent", "describe_entry"]
+__all__ = ["Agent", "describe_entry", "read_agent_file"]
 
 logger = logging.getLogger("hyco.agent")
 
@@ -56,10 +56,14 @@ class Agent:
     """Runs the entries of the agent file at ``path`` until a signal, reporting each to
     ``vitals`` and printing a line to ``out`` when one is online."""
 
-    def __init__(self, path: str, vitals: Vitals, out: TextIO) -> None:
-        """Read the file once; raises :class:`ConfigError` when it is invalid."""
-        self._watcher = ConfigWatcher(path, load=_load_and_import)
+    def __init__(
+        self, path: str, vitals: Vitals, out: TextIO, *, drain_timeout: float = 10.0
+    ) -> None:
+        """Read the file once; raises :class:`ConfigError` when it is invalid. Stopping, each
+        entry drains for up to ``drain_timeout`` seconds, as its command does."""
+        self._watcher = ConfigWatcher(path, load=read_agent_file)
         self._vitals = vitals
+        self._drain_timeout = drain_timeout
         self._out = out
         self._running: dict[str, _Running] = {}
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -70,13 +74,15 @@ class Agent:
         return self._watcher.config
 
     async def run(self) -> signal.Signals:
-        """Run until SIGINT or SIGTERM, and return it; SIGHUP reloads the file."""
+        """Run until SIGINT or SIGTERM, and return it; SIGHUP reloads the file. The vitals hear
+        of the stop as the signal arrives, and beat in this event loop meanwhile."""
         wanted = [signal.SIGINT, signal.SIGTERM]
         if hasattr(signal, "SIGHUP"):
             wanted.append(signal.SIGHUP)
         with anyio.open_signal_receiver(*wanted) as signals:
             async with anyio.create_task_group() as tasks:
                 self._tasks = tasks
+                tasks.start_soon(self._vitals.keep_beating)
                 count = len(self.config.entries)
                 self._say(
                     f"agent: {count} {'entry' if count == 1 else 'entries'} from "
@@ -88,6 +94,7 @@ class Agent:
                     if signum != signal.SIGINT and signum != signal.SIGTERM:
                         await self._reload(self._watcher.reload())
                         continue
+                    self._vitals.stopping()
                     logger.info(
                         "%s: stopping %d entries", signal.Signals(signum).name, len(self._running)
                     )
@@ -161,7 +168,7 @@ class Agent:
                 while True:
                     started = anyio.current_time()
                     try:
-                        await _run_entry(entry, self._vitals, self._out)
+                        await _run_entry(entry, self._vitals, self._out, self._drain_timeout)
                         problem = "its listener closed"
                     except Exception as raised:
                         problem = _problem(entry, raised)
@@ -186,9 +193,10 @@ class Agent:
         print(text, file=self._out, flush=True)
 
 
-def _load_and_import(path: str) -> AgentConfig:
-    """The file, with every app a serve entry names imported: an app that cannot be imported is
-    an error of the file, located at its entry."""
+def read_agent_file(path: str) -> AgentConfig:
+    """The agent file at ``path``, with every app a serve entry names imported: an app that
+    cannot be imported is an error of the file, located at its entry. Raises
+    :class:`ConfigError`."""
     config = load_agent_config(path)
     for entry in config.entries.values():
         if isinstance(entry, ServeEntry):
@@ -219,17 +227,18 @@ def _problem(entry: Entry, raised: Exception) -> str:
     return "it failed (the traceback is above)"
 
 
-async def _run_entry(entry: Entry, vitals: Vitals, out: TextIO) -> None:
-    """Run ``entry`` until cancelled (or until it fails, raising why)."""
+async def _run_entry(entry: Entry, vitals: Vitals, out: TextIO, drain_timeout: float) -> None:
+    """Run ``entry`` until cancelled, then drain for up to ``drain_timeout`` seconds (or until
+    it fails, raising why)."""
     if isinstance(entry, ForwardEntry):
         await _forward(entry, vitals, out)
         return
     online = OnlineAnnouncement(f"online: {entry.name} ({describe_entry(entry)})", out=out)
     on_status = vitals.follow(entry.name, online)
     if isinstance(entry, ExposeEntry):
-        await _expose(entry, on_status)
+        await _expose(entry, on_status, drain_timeout)
     elif entry.wsgi:
-        await _serve_wsgi(entry, on_status)
+        await _serve_wsgi(entry, on_status, drain_timeout)
     else:
         from .asgi import serve
 
@@ -239,6 +248,7 @@ async def _run_entry(entry: Entry, vitals: Vitals, out: TextIO) -> None:
             entry.connection_string,
             lifespan=entry.lifespan,
             root_path=entry.root_path,
+            shutdown_timeout=drain_timeout,
             on_status=on_status,
         )
 
@@ -254,7 +264,9 @@ def describe_entry(entry: Entry) -> str:
     return f"{entry.app} serves {entry.endpoint.http_url}"
 
 
-async def _expose(entry: ExposeEntry, on_status: Callable[[ListenerStatusChanged], None]) -> None:
+async def _expose(
+    entry: ExposeEntry, on_status: Callable[[ListenerStatusChanged], None], drain_timeout: float
+) -> None:
     if entry.http is not None:
         from .http_proxy import expose_http
 
@@ -264,11 +276,17 @@ async def _expose(entry: ExposeEntry, on_status: Callable[[ListenerStatusChanged
             strip_prefix=entry.strip_prefix,
             preserve_host=entry.preserve_host,
             on_status=on_status,
+            drain_timeout=drain_timeout,
         )
         return
     from .forward import expose
 
-    await expose(entry.connection_string, list(entry.targets), on_status=on_status)
+    await expose(
+        entry.connection_string,
+        list(entry.targets),
+        on_status=on_status,
+        drain_timeout=drain_timeout,
+    )
 
 
 async def _forward(entry: ForwardEntry, vitals: Vitals, out: TextIO) -> None:
@@ -287,7 +305,7 @@ async def _forward(entry: ForwardEntry, vitals: Vitals, out: TextIO) -> None:
 
 
 async def _serve_wsgi(
-    entry: ServeEntry, on_status: Callable[[ListenerStatusChanged], None]
+    entry: ServeEntry, on_status: Callable[[ListenerStatusChanged], None], drain_timeout: float
 ) -> None:
     """A WSGI app on threads, as ``hyco serve --wsgi`` runs it; cancelling stops it in order
     (the answers under way are completed)."""
@@ -298,6 +316,7 @@ async def _serve_wsgi(
         entry.endpoint,
         workers=entry.workers,
         script_name=entry.root_path,
+        shutdown_timeout=drain_timeout,
         on_status=on_status,
     )
 

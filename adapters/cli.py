@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
 from typing import TextIO, TypeVar
 
 from hyco_core import (
@@ -116,6 +116,47 @@ def _run_interruptibly(function: Callable[[], Awaitable[T]]) -> T:
     return outcome[0]
 
 
+def _run_until_stopped(function: Callable[[], Awaitable[None]], vitals: Vitals) -> int:
+    """Run a long-running command's ``function`` until SIGINT or SIGTERM cancels it (it then
+    stops in order), its vitals told of the stop as the signal arrives and beating in its event
+    loop meanwhile; later signals are ignored. Returns the exit code after the signal."""
+    import anyio
+
+    from ._cli_errors import exit_code_after
+    from .hosting import Stopped
+
+    stopped = Stopped(vitals.stopping)
+
+    async def until_stopped() -> None:
+        async with anyio.create_task_group() as beside:
+            beside.start_soon(vitals.keep_beating)
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async with anyio.create_task_group() as tasks:
+
+                    async def watch() -> None:
+                        async for signum in signals:
+                            stopped.record(signum)
+                            tasks.cancel_scope.cancel()
+
+                    tasks.start_soon(watch)
+                    await function()
+                    tasks.cancel_scope.cancel()
+            beside.cancel_scope.cancel()
+
+    anyio.run(until_stopped)
+    return exit_code_after(stopped.signal)
+
+
+def _bad_drain_timeout(arguments: argparse.Namespace) -> bool:
+    if math.isfinite(arguments.drain_timeout) and arguments.drain_timeout >= 0:
+        return False
+    print(
+        f"hyco {arguments.command}: --drain-timeout is a number of seconds, 0 or more",
+        file=sys.stderr,
+    )
+    return True
+
+
 def _untrusted(error: CertificateError) -> str:
     """A refused certificate, with the way a command-line user trusts a CA: OpenSSL reads
     ``SSL_CERT_FILE``, so it reaches every TLS connection the command makes."""
@@ -137,11 +178,12 @@ def _missing_connection_string(arguments: argparse.Namespace) -> bool:
 
 
 def _expose(arguments: argparse.Namespace, out: TextIO) -> int:
-    import anyio
-
     from .forward import expose, parse_target
+    from .hosting import OnlineAnnouncement
 
     if _missing_connection_string(arguments):
+        return 2
+    if _bad_drain_timeout(arguments):
         return 2
     if arguments.http is not None:
         return _expose_http(arguments, out)
@@ -151,22 +193,19 @@ def _expose(arguments: argparse.Namespace, out: TextIO) -> int:
         print(f"hyco expose: {error}", file=sys.stderr)
         return 2
 
-    async def run(vitals: Vitals) -> None:
-        async with anyio.create_task_group() as tasks:
-            await tasks.start(
-                partial(
-                    expose,
-                    arguments.connection_string,
-                    targets,
-                    on_status=vitals.follow(_hybrid_connection(arguments)),
-                )
-            )
-            names = ", ".join(t.name for t in targets)
-            print(f"online, exposing {names}; Ctrl-C to stop", file=out, flush=True)
-
+    names = ", ".join(t.name for t in targets)
+    announcement = OnlineAnnouncement(f"online, exposing {names}; Ctrl-C to stop", out=out)
     with running(arguments) as vitals:
-        _run_interruptibly(lambda: run(vitals))
-    return 0
+        on_status = vitals.follow(_hybrid_connection(arguments), announcement)
+        return _run_until_stopped(
+            lambda: expose(
+                arguments.connection_string,
+                targets,
+                on_status=on_status,
+                drain_timeout=arguments.drain_timeout,
+            ),
+            vitals,
+        )
 
 
 def _expose_http(arguments: argparse.Namespace, out: TextIO) -> int:
@@ -184,16 +223,17 @@ def _expose_http(arguments: argparse.Namespace, out: TextIO) -> int:
     announcement = OnlineAnnouncement(f"online: {url} -> {upstream.url}; Ctrl-C to stop", out=out)
     with running(arguments) as vitals:
         online = vitals.follow(_hybrid_connection(arguments), announcement)
-        _run_interruptibly(
+        return _run_until_stopped(
             lambda: expose_http(
                 arguments.connection_string,
                 upstream,
                 strip_prefix=arguments.strip_prefix,
                 preserve_host=arguments.preserve_host,
                 on_status=online,
-            )
+                drain_timeout=arguments.drain_timeout,
+            ),
+            vitals,
         )
-    return 0
 
 
 def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
@@ -224,16 +264,16 @@ def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
                     task_status=task_status,
                 )
             )
-            vitals.set(f"forward {host}:{bound}", True)
             print(
                 f"forwarding {host}:{bound} to {arguments.target!r}; Ctrl-C to stop",
                 file=out,
                 flush=True,
             )
+            vitals.set(f"forward {host}:{bound}", True)
 
     try:
         with running(arguments) as vitals:
-            _run_interruptibly(lambda: run(vitals))
+            return _run_until_stopped(lambda: run(vitals), vitals)
     except BaseException as raised:
         error = alone(raised)
         if not isinstance(error, OSError) or isinstance(error, HycoError):
@@ -241,7 +281,6 @@ def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
         # Binding the local port: the one OSError that is not already a hyco error.
         print(f"hyco forward: {bind_failure(host, port, error, '--bind')}", file=sys.stderr)
         return 1
-    return 0
 
 
 def _headers(values: list[str], command: str) -> list[tuple[str, str]] | None:
@@ -259,16 +298,20 @@ def _listen(arguments: argparse.Namespace, out: TextIO) -> int:
 
     from .commands import run_listen
 
-    if _missing_connection_string(arguments):
+    if _missing_connection_string(arguments) or _bad_drain_timeout(arguments):
         return 2
     with running(arguments) as vitals:
         on_status = vitals.follow(_hybrid_connection(arguments))
-        _run_interruptibly(
+        return _run_until_stopped(
             lambda: run_listen(
-                arguments.connection_string, echo=arguments.echo, out=out, on_status=on_status
-            )
+                arguments.connection_string,
+                echo=arguments.echo,
+                out=out,
+                on_status=on_status,
+                drain_timeout=arguments.drain_timeout,
+            ),
+            vitals,
         )
-    return 0
 
 
 def _connect(arguments: argparse.Namespace, out: TextIO) -> int:
@@ -335,6 +378,8 @@ def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
     if arguments.workers is not None and arguments.workers < 1:
         print("hyco serve: --workers is at least 1", file=sys.stderr)
         return 2
+    if _bad_drain_timeout(arguments):
+        return 2
     # As uvicorn and hypercorn do: the app's module is found in --app-dir, the current
     # directory by default (a console script's sys.path does not include it). Worker processes
     # inherit the search path.
@@ -366,9 +411,15 @@ def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
                 workers=arguments.workers or 16,
                 script_name=arguments.root_path,
                 on_status=vitals.follow(_hybrid_connection(arguments), announcement),
+                shutdown_timeout=arguments.drain_timeout,
+                vitals=vitals,
             )
             return exit_code_after(stopped_by)
-        options = {"lifespan": arguments.lifespan, "root_path": arguments.root_path}
+        options = {
+            "lifespan": arguments.lifespan,
+            "root_path": arguments.root_path,
+            "shutdown_timeout": arguments.drain_timeout,
+        }
         if processes > 1:
             # Each worker process gets a copy of the handler, so none reports to these vitals.
             print(f"starting {processes} workers; Ctrl-C to stop", file=out, flush=True)
@@ -377,11 +428,14 @@ def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
                 arguments.connection_string,
                 processes,
                 on_status=announcement,
+                on_stop=vitals.stopping,
                 **options,
             )
         else:
             online = vitals.follow(_hybrid_connection(arguments), announcement)
-            stopped_by = run(asgi_app, arguments.connection_string, on_status=online, **options)
+            stopped_by = run(
+                asgi_app, arguments.connection_string, on_status=online, vitals=vitals, **options
+            )
     return exit_code_after(stopped_by)
 
 
@@ -422,14 +476,16 @@ def _agent(arguments: argparse.Namespace, out: TextIO) -> int:
     import anyio
 
     from ._cli_errors import exit_code_after
-    from .agent import Agent, describe_entry
+    from .agent import Agent, describe_entry, read_agent_file
 
+    if _bad_drain_timeout(arguments):
+        return 2
+    if arguments.check:
+        for name, entry in read_agent_file(arguments.config).entries.items():
+            print(f"{name}: line {entry.line}, {describe_entry(entry)}", file=out)
+        return 0
     with running(arguments) as vitals:
-        agent = Agent(arguments.config, vitals, out)
-        if arguments.check:
-            for name, entry in agent.config.entries.items():
-                print(f"{name}: line {entry.line}, {describe_entry(entry)}", file=out)
-            return 0
+        agent = Agent(arguments.config, vitals, out, drain_timeout=arguments.drain_timeout)
         return exit_code_after(anyio.run(agent.run))
 
 

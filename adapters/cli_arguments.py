@@ -21,6 +21,17 @@ def _add_connection_string(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_drain_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="on SIGTERM or Ctrl-C, how long the work under way may take to finish; requests "
+        "arriving meanwhile get 503 with Retry-After (default 10)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Accepted before or after the subcommand (hyco -v listen, hyco listen -vv): absent unless
     # given, so that a subcommand's parser does not reset what the main one read.
@@ -129,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument(
         "--check", action="store_true", help="check the file, list its entries and exit"
     )
+    _add_drain_timeout(agent)
+    _add_drain_timeout(expose)
 
     forward = commands.add_parser(
         "forward",
@@ -154,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_connection_string(listen)
     listen.add_argument("--print", dest="echo", action="store_false", help="show, do not echo")
+    _add_drain_timeout(listen)
 
     connect = commands.add_parser(
         "connect",
@@ -211,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where to look for the app's module first (default: the current directory)",
     )
+    _add_drain_timeout(serve)
 
     token = commands.add_parser(
         "token",

@@ -33,6 +33,8 @@ from hyco_transports.anyio import (
 from hyco_transports.errors import connect_failure
 from hyco_transports.httpx import RelayAuth
 
+from .draining import WorkUnderWay, serve_until_cancelled
+
 __all__ = ["run_connect", "run_http", "run_listen"]
 
 _PROGRESS_FROM = 1024 * 1024
@@ -49,24 +51,29 @@ async def run_listen(
     echo: bool,
     out: TextIO,
     on_status: Callable[[ListenerStatusChanged], None] | None = None,
+    drain_timeout: float = 10.0,
 ) -> None:
-    """Stay online until interrupted, echoing or printing every message and HTTP request;
+    """Stay online until cancelled, echoing or printing every message and HTTP request;
     ``on_status`` hears each change of the listener's status after it is printed.
 
-    Raises the relay's reason when the listener ends for good (the hybrid connection was
-    deleted).
+    Cancelled, it drains: requests arriving get 503, those under way and the open connections
+    get ``drain_timeout`` seconds to finish. Raises the relay's reason when the listener ends
+    for good (the hybrid connection was deleted).
     """
+    work = WorkUnderWay()
 
     async def on_connection(websocket: WebSocket) -> None:
-        print(f"+ connection (subprotocol {websocket.subprotocol})", file=out, flush=True)
-        async for message in websocket:
-            print(f"< {_describe(message)}", file=out, flush=True)
-            if echo:
-                await websocket.send(message)
-        print(f"- connection closed ({websocket.close_code})", file=out, flush=True)
+        with work.one():
+            print(f"+ connection (subprotocol {websocket.subprotocol})", file=out, flush=True)
+            async for message in websocket:
+                print(f"< {_describe(message)}", file=out, flush=True)
+                if echo:
+                    await websocket.send(message)
+            print(f"- connection closed ({websocket.close_code})", file=out, flush=True)
 
     async def on_request(request: HttpRequest) -> HttpResponse:
-        body = await request.body()
+        with work.one():
+            body = await request.body()
         print(f"< {request.method} {request.target} ({len(body)} bytes)", file=out, flush=True)
         if echo:
             return HttpResponse(200, {"Content-Type": "application/octet-stream"}, body=body)
@@ -81,14 +88,15 @@ async def run_listen(
     async def on_accept(context: AcceptContext) -> None:
         context.accept(context.subprotocols[0] if context.subprotocols else None)
 
-    async with Listener.from_connection_string(
+    listener = Listener.from_connection_string(
         connection_string,
         accept_handler=on_accept,
         connection_handler=on_connection,
         request_handler=on_request,
         on_status=print_status,
-    ) as listener:
-        await listener.wait_closed()
+        drain_timeout=drain_timeout,
+    )
+    await serve_until_cancelled(listener, work, drain_timeout=drain_timeout)
 
 
 async def run_connect(

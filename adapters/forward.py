@@ -25,6 +25,8 @@ from anyio.streams.stapled import StapledByteStream
 from hyco_core import ConnectionClosed, HycoError, ListenerStatusChanged, RelayError
 from hyco_transports.anyio import AcceptContext, Listener, WebSocket, connect
 
+from .draining import WorkUnderWay, serve_until_cancelled
+
 __all__ = [
     "Target",
     "TargetUnavailableError",
@@ -152,14 +154,17 @@ async def expose(
     *,
     connect_timeout: float = 10.0,
     on_status: Callable[[ListenerStatusChanged], None] | None = None,
+    drain_timeout: float = 10.0,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the targets through the hybrid connection until cancelled.
 
     ``task_status.started()`` is called once the listener is online; ``on_status`` hears each
-    change of its status. Raises the relay's reason when the listener ends for good (the hybrid
-    connection was deleted).
+    change of its status. Cancelled, it drains: new senders are refused with 503, and the
+    connections under way get ``drain_timeout`` seconds to end before they are closed. Raises
+    the relay's reason when the listener ends for good (the hybrid connection was deleted).
     """
+    work = WorkUnderWay()
     allowed = targets if isinstance(targets, Mapping) else {t.name: t for t in targets}
     pending: dict[str, anyio.abc.SocketStream] = {}
 
@@ -183,17 +188,23 @@ async def expose(
     async def serve(websocket: WebSocket) -> None:
         assert websocket.accept is not None
         stream = pending.pop(websocket.accept.id)
-        async with stream:
-            up, down = await pipe(websocket, stream)
+        with work.one():
+            async with stream:
+                up, down = await pipe(websocket, stream)
         logger.info("forwarded %d bytes in, %d bytes out", up, down)
 
-    async with Listener.from_connection_string(
-        connection_string, accept_handler=decide, connection_handler=serve, on_status=on_status
-    ) as listener:
-        names = ", ".join(f"{t.name} -> {t.host}:{t.port}" for t in allowed.values())
-        logger.info("exposing %s", names)
-        task_status.started()
-        await listener.wait_closed()
+    listener = Listener.from_connection_string(
+        connection_string,
+        accept_handler=decide,
+        connection_handler=serve,
+        on_status=on_status,
+        drain_timeout=drain_timeout,
+    )
+    names = ", ".join(f"{t.name} -> {t.host}:{t.port}" for t in allowed.values())
+    logger.info("exposing %s", names)
+    await serve_until_cancelled(
+        listener, work, drain_timeout=drain_timeout, task_status=task_status
+    )
 
 
 async def forward(

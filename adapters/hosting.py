@@ -179,23 +179,28 @@ class OnlineAnnouncement:
 
 
 class Stopped:
-    """Which signal stopped a server (``None``: none did), recorded as it arrives."""
+    """Which signal stopped a server (``None``: none did), recorded as it arrives; ``on_stop``
+    hears the first one at once, before the stop (the service manager's STOPPING=1)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_stop: Callable[[], None] | None = None) -> None:
         self.signal: signal.Signals | None = None
+        self._on_stop = on_stop
 
     def record(self, signum: int) -> None:
         if self.signal is None:
             self.signal = signal.Signals(signum)
             logger.info("%s: stopping", self.signal.name)
+            if self._on_stop is not None:
+                self._on_stop()
 
 
 @contextmanager
-def stop_on_signals() -> Iterator[Stopped]:
+def stop_on_signals(on_stop: Callable[[], None] | None = None) -> Iterator[Stopped]:
     """For blocking servers: while inside, SIGINT and SIGTERM interrupt the main thread
-    (``KeyboardInterrupt``), for the block to stop in order, and are recorded. Off the main
-    thread, where no handler can be installed, signals are left alone."""
-    stopped = Stopped()
+    (``KeyboardInterrupt``), for the block to stop in order, and are recorded (``on_stop`` is
+    called at the first). Off the main thread, where no handler can be installed, signals are
+    left alone."""
+    stopped = Stopped(on_stop)
     if threading.current_thread() is not threading.main_thread():
         yield stopped
         return
@@ -223,14 +228,15 @@ def run_worker_processes(
     count: int,
     *,
     shutdown_timeout: float,
+    on_stop: Callable[[], None] | None = None,
 ) -> signal.Signals | None:
     """Run ``target(*arguments, number)`` in ``count`` spawned processes (numbered from 1) until
     a signal; each is one more listener on the same hybrid connection (the relay spreads
     senders across listeners; at most 25 per hybrid connection).
 
     SIGINT or SIGTERM stops them in order (SIGTERM to each, then SIGKILL after
-    ``shutdown_timeout``); the signal is returned. If one exits on its own with an error, the
-    others are stopped and :class:`HycoError` raised.
+    ``shutdown_timeout``); the signal is returned, and ``on_stop`` called as it arrives. If one
+    exits on its own with an error, the others are stopped and :class:`HycoError` raised.
     """
     if count < 1:
         raise ValueError(f"workers must be at least 1, not {count}")
@@ -241,7 +247,7 @@ def run_worker_processes(
     ]
     failed: list[str] = []
     running: list[multiprocessing.process.BaseProcess] = []
-    with stop_on_signals() as stopped:
+    with stop_on_signals(on_stop) as stopped:
         try:
             for process in processes:
                 process.start()

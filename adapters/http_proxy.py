@@ -55,7 +55,6 @@ from websockets.exceptions import ConnectionClosed as UpstreamClosed
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 from websockets.typing import Subprotocol
 
-from hyco_adapters.hosting import StatusHandler, header_bytes, relayed_response_headers
 from hyco_core import (
     HOP_BY_HOP_HEADERS,
     INLINE_BODY_LIMIT,
@@ -70,6 +69,9 @@ from hyco_core.service import relayed_close
 from hyco_transports.anyio import AcceptContext, HttpRequest, HttpResponse, Listener, WebSocket
 from hyco_transports.anyio.websocket import DEFAULT_MAX_MESSAGE_SIZE
 from hyco_transports.auth import RelayEndpoint
+
+from .draining import WorkUnderWay, serve_until_cancelled
+from .hosting import StatusHandler, header_bytes, relayed_response_headers
 
 __all__ = ["InvalidUpstreamError", "Upstream", "expose_http", "parse_upstream"]
 
@@ -595,9 +597,11 @@ async def expose_http(
     connect_timeout: float = 10.0,
     max_connections: int = 100,
     ssl_context: ssl.SSLContext | None = None,
+    drain_timeout: float = 10.0,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the hybrid connection as a reverse proxy to ``upstream`` until cancelled.
+    """Serve the hybrid connection as a reverse proxy to ``upstream`` until cancelled, and then
+    drain for up to ``drain_timeout`` seconds (see :mod:`hyco_adapters.draining`).
 
     ``upstream`` is an ``http://`` or ``https://`` URL (checked by :func:`parse_upstream`,
     which raises :class:`InvalidUpstreamError`); its path is the base every request lands
@@ -623,16 +627,22 @@ async def expose_http(
         max_connections=max_connections,
         ssl_context=ssl_context,
     )
-    async with (
-        proxy,
-        Listener(
-            endpoint,
-            accept_handler=proxy.decide,
-            connection_handler=proxy.carry,
-            request_handler=proxy.answer,
-            on_status=on_status,
-        ) as listener,
-    ):
+    work = WorkUnderWay()
+
+    async def carry(websocket: WebSocket) -> None:
+        with work.one():
+            await proxy.carry(websocket)
+
+    listener = Listener(
+        endpoint,
+        accept_handler=proxy.decide,
+        connection_handler=carry,
+        request_handler=proxy.answer,
+        on_status=on_status,
+        drain_timeout=drain_timeout,
+    )
+    async with proxy:
         logger.info("proxying %s to %s", endpoint.http_url, target.url)
-        task_status.started()
-        await listener.wait_closed()
+        await serve_until_cancelled(
+            listener, work, drain_timeout=drain_timeout, task_status=task_status
+        )

@@ -8,6 +8,7 @@ import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .systemd import tell_service_manager
 from .vitals import Vitals
 
 __all__ = ["running"]
@@ -15,6 +16,7 @@ __all__ = ["running"]
 
 @contextmanager
 def running(arguments: argparse.Namespace) -> Iterator[Vitals]:
-    """The command's vitals, for the duration of the block."""
+    """The command's vitals, for the duration of the block; the service manager hears them."""
     vitals = Vitals()
-    yield vitals
+    with tell_service_manager(vitals):
+        yield vitals

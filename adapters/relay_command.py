@@ -116,13 +116,15 @@ async def _serve(
             serve_relay(config, ssl_context=context) as relay,
             anyio.create_task_group() as tasks,
         ):
-            vitals.set("relay", True)
             print(describe_relay(relay), file=out, flush=True)
             if notes:
                 print(f"\n{notes}", file=out, flush=True)
+            vitals.set("relay", True)
             if watcher is not None:
                 tasks.start_soon(_reload, relay, watcher, arguments)
+            tasks.start_soon(vitals.keep_beating)
             async for signum in signals:
+                vitals.stopping()
                 vitals.set("relay", False)
                 print("Stopping: listeners are told to reconnect (close 1001).", file=out)
                 tasks.cancel_scope.cancel()

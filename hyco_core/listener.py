@@ -75,6 +75,7 @@ class DefaultAnswer:
     status: int
     body: bytes
     reason: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +140,18 @@ class ListenerSupervisor:
 
     REQUEST_TIMEOUT: ClassVar[float] = 60.0
     """Seconds a listener has to answer an HTTP request: the relay answers the sender 504 then."""
+    RETRY_AFTER: ClassVar[int] = 5
+    """Seconds a sender refused by a closing listener is told to wait (``Retry-After``): about
+    what a service manager takes to start the listener again, and long enough for the relay to
+    pass the retry to another listener, if there is one, once this one is offline."""
     CLOSING: ClassVar[DefaultAnswer] = DefaultAnswer(
-        503, b"This listener is closing.", "The listener is closing"
+        503,
+        b"This listener is closing.",
+        "The listener is closing",
+        (("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", str(RETRY_AFTER))),
     )
-    """For a request that arrives while the listener closes; a sender then is refused with its
-    status and reason."""
+    """For a request that arrives while the listener closes (it drains the work under way); a
+    sender then is refused with its status and reason."""
     NOT_SERVED: ClassVar[DefaultAnswer] = DefaultAnswer(
         501, b"This listener does not accept HTTP requests."
     )

@@ -70,9 +70,6 @@ __all__ = [
 
 _RENDEZVOUS_TIMEOUT = RENDEZVOUS_CONFIG.handshake_timeout
 _CONTROL_TIMEOUT = 70.0
-# How long leaving a listener waits for HTTP answers still under way: the relay itself gives
-# up on a request after 60 s.
-_DRAIN_TIMEOUT = 60.0
 _ABORT_WAIT = 5.0
 
 L = TypeVar("L", bound="Listener")
@@ -95,9 +92,11 @@ class Listener(ListenerBase):
     the listener is closed; ``on_status`` hears every ``connecting`` / ``online`` / ``offline``
     / ``closed``. Handlers are plain callables, each called in a worker of its own.
 
-    Leaving the ``with`` block closes the listener: no new work is taken, HTTP answers under
-    way are completed, connections still open are closed with 1001 (going away), and every
-    worker is joined.
+    Leaving the ``with`` block closes the listener: no new work is taken (requests get 503
+    with ``Retry-After``), HTTP answers under way are completed, connections still open are
+    closed with 1001 (going away), and every worker is joined; what is still under way after
+    ``drain_timeout`` seconds is cut (a sender sees an error, never a truncated body passed off
+    as whole).
     """
 
     _backend: ClassVar[Backend]
@@ -116,6 +115,7 @@ class Listener(ListenerBase):
         tracking_id: str | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         accept_queue: int = 16,
+        drain_timeout: float = ListenerSupervisor.REQUEST_TIMEOUT,
     ) -> None:
         backend = self._backend
         super().__init__(
@@ -128,6 +128,7 @@ class Listener(ListenerBase):
             tracking_id=tracking_id,
             max_message_size=max_message_size,
         )
+        self._drain_timeout = drain_timeout
         self._accept_handler = accept_handler
         self._connection_handler = connection_handler
         self._request_handler = request_handler
@@ -159,7 +160,7 @@ class Listener(ListenerBase):
         for websocket in [*self._accepted.discard(), *websockets]:
             self._say_goodbye(websocket)
         self._retire_idle_rendezvous()
-        if not self._workers.join(time.monotonic() + _DRAIN_TIMEOUT):
+        if not self._workers.join(time.monotonic() + self._drain_timeout):
             self._backend.logger.warning("listener work still under way; dropping connections")
             with self._lock:
                 pumps: list[Pump[Any]] = [ws._pump for ws in self._websockets]
@@ -545,7 +546,9 @@ class Listener(ListenerBase):
                 )
                 default = ListenerSupervisor.HANDLER_FAILED
         answer = default or ListenerSupervisor.NOT_SERVED
-        return HttpResponse(answer.status, body=answer.body, reason=answer.reason)
+        return HttpResponse(
+            answer.status, headers=answer.headers, body=answer.body, reason=answer.reason
+        )
 
     def _http_request(
         self,

@@ -8,7 +8,7 @@ import logging
 import signal
 import ssl
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 from urllib.parse import quote, unquote
 
@@ -23,6 +23,7 @@ from hyco_adapters.hosting import (
     import_app,
     run_worker_processes,
 )
+from hyco_adapters.vitals import Vitals
 from hyco_core import Headers, HycoError, parse_relay_url
 from hyco_transports.anyio import AcceptContext, HttpRequest, HttpResponse, Listener, WebSocket
 from hyco_transports.auth import RelayEndpoint
@@ -129,6 +130,8 @@ class Server:
                             task_status.started()
                             await self._stop.wait()
                             serving.deadline = anyio.current_time() + self._shutdown_timeout
+                            with anyio.CancelScope(shield=True):
+                                await listener.close()
                             await self._wind_down()
                         finally:
                             # Shielded: a listener's exit must not be cancelled halfway.
@@ -146,8 +149,9 @@ class Server:
     async def _wind_down(self) -> None:
         """Close the WebSockets (1001) and let the responses in progress go out.
 
-        The listener stays online meanwhile (new WebSockets are refused with 503): the relay
-        fails every request a listener has not answered yet when its control channel closes.
+        The listener is closing meanwhile: what the relay still passes it is refused with 503
+        and ``Retry-After`` (new WebSockets too), and it goes offline once the answers that
+        travel on its control channel are out, for the relay to send the rest elsewhere.
         """
         async with anyio.create_task_group() as closing:
             for session in [*self._open, *self._awaiting.values()]:
@@ -300,8 +304,10 @@ async def serve(
     ``on_status`` sees each change of the listener's status.
 
     When cancelled (or when the hybrid connection is deleted, which raises its error), the
-    listener goes offline, open WebSockets are closed with 1001, in-flight requests get
-    ``shutdown_timeout`` seconds to finish, and the lifespan shutdown runs.
+    listener closes (requests arriving meanwhile get 503 with ``Retry-After``, and it goes
+    offline once its inline answers are out), open WebSockets are closed with 1001, in-flight
+    requests get ``shutdown_timeout`` seconds to finish (then they are cut: a sender sees an
+    error, never a truncated body passed off as whole), and the lifespan shutdown runs.
     """
     if lifespan not in ("auto", "on", "off"):
         raise ValueError(f"lifespan must be 'auto', 'on' or 'off', not {lifespan!r}")
@@ -346,12 +352,14 @@ def run(
     shutdown_timeout: float = 10.0,
     on_status: StatusHandler | None = None,
     backend: str = "asyncio",
+    vitals: Vitals | None = None,
 ) -> signal.Signals | None:
     """Serve ``app`` (or the app an import string names) until SIGINT or SIGTERM, and return
     the signal.
 
     The first signal stops the server in order (see :func:`serve`); later ones are ignored while
-    it does. Raises what :func:`serve` raises.
+    it does. ``vitals``, a command's, hear the stop as the signal arrives, and beat in the
+    server's event loop. Raises what :func:`serve` raises.
     """
     application = load_app(app) if isinstance(app, str) else app
     options = {
@@ -361,14 +369,41 @@ def run(
         "shutdown_timeout": shutdown_timeout,
         "on_status": on_status,
     }
-    stopped = Stopped()
+    stopped = Stopped(vitals.stopping if vitals is not None else None)
     anyio.run(
-        _serve_until_signalled, application, connection_string, options, stopped, backend=backend
+        _serve_until_signalled,
+        application,
+        connection_string,
+        options,
+        stopped,
+        vitals or Vitals(),
+        backend=backend,
     )
     return stopped.signal
 
 
 async def _serve_until_signalled(
+    app: ASGIApp,
+    connection_string: str,
+    options: Mapping[str, Any],
+    stopped: Stopped,
+    vitals: Vitals,
+) -> None:
+    # The beats go on while the server stops in order, until it has.
+    failure: Exception | None = None
+    async with anyio.create_task_group() as beside:
+        beside.start_soon(vitals.keep_beating)
+        try:
+            await _serve_until_stopped(app, connection_string, options, stopped)
+        except Exception as error:
+            # Raised outside the task group, which would wrap it in an ExceptionGroup.
+            failure = error
+        beside.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+
+
+async def _serve_until_stopped(
     app: ASGIApp, connection_string: str, options: Mapping[str, Any], stopped: Stopped
 ) -> None:
     if sys.platform == "win32":
@@ -404,14 +439,15 @@ def serve_workers(
     root_path: str | None = None,
     shutdown_timeout: float = 10.0,
     on_status: StatusHandler | None = None,
+    on_stop: Callable[[], None] | None = None,
 ) -> signal.Signals | None:
     """Run ``workers`` processes, each serving the app as one more listener on the same hybrid
     connection (the relay spreads senders across listeners; at most 25 per hybrid connection).
 
     Processes are spawned: each imports the app afresh, and gets its own copy of ``on_status``,
-    which must be picklable. SIGINT or SIGTERM stops them in order, and is returned, as
-    :func:`run` does; if one exits on its own with an error, the others are stopped and
-    :class:`HycoError` raised.
+    which must be picklable. SIGINT or SIGTERM stops them in order (``on_stop`` is called as it
+    arrives), and is returned, as :func:`run` does; if one exits on its own with an error, the
+    others are stopped and :class:`HycoError` raised.
     """
     options: dict[str, Any] = {
         "path": path,
@@ -426,6 +462,7 @@ def serve_workers(
         (import_string, connection_string, options, level),
         workers,
         shutdown_timeout=shutdown_timeout,
+        on_stop=on_stop,
     )
 
 

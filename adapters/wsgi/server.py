@@ -15,10 +15,12 @@ from urllib.parse import unquote_to_bytes
 from hyco_adapters.hosting import (
     ListenerFate,
     StatusHandler,
+    Stopped,
     header_bytes,
     import_app,
     stop_on_signals,
 )
+from hyco_adapters.vitals import Vitals
 from hyco_transports.auth import RelayEndpoint
 from hyco_transports.sync import AcceptContext, HttpRequest, HttpResponse
 
@@ -63,6 +65,7 @@ class Server:
         script_name: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         on_status: StatusHandler | None = None,
+        shutdown_timeout: float = 10.0,
     ) -> None:
         if transport not in ("sync", "gevent"):
             raise ValueError(f"transport must be 'sync' or 'gevent', not {transport!r}")
@@ -75,12 +78,14 @@ class Server:
         self._default_script_name = script_name is None
         self.script_name = "/" + endpoint.path if script_name is None else script_name
         self._ssl_context = ssl_context
+        self._shutdown_timeout = shutdown_timeout
         self._stop = threading.Event()
         self._online = threading.Event()
         self._fate = ListenerFate(self._stop.set, on_status)
-        self.interrupted = False
-        """Whether Ctrl-C stopped :meth:`serve_forever` under gevent, whose own signal watcher
-        makes it a quiet, orderly stop (the other transports get ``KeyboardInterrupt``)."""
+        self.stopped = Stopped()
+        """Under gevent, the signal that stopped :meth:`serve_forever`: gevent's own signal
+        watchers make SIGINT and SIGTERM a quiet, orderly stop (the other transports get
+        ``KeyboardInterrupt``). Replace it to hear the signal as it arrives."""
 
     def __repr__(self) -> str:
         return f"<Server {self.endpoint.namespace}/{self.endpoint.path} {self.transport}>"
@@ -90,7 +95,9 @@ class Server:
         return self._online.wait(timeout)
 
     def stop(self) -> None:
-        """Go offline in order: answers under way are completed first. Any thread may call it."""
+        """Go offline in order: requests arriving meanwhile get 503 with ``Retry-After``, and
+        those under way have ``shutdown_timeout`` seconds to complete before they are cut. Any
+        thread may call it."""
         self._stop.set()
 
     def serve_forever(self) -> None:
@@ -102,6 +109,7 @@ class Server:
             accept_handler=_refuse_websocket,
             on_status=self._fate,
             ssl_context=self._ssl_context,
+            drain_timeout=self._shutdown_timeout,
         )
         with listener:
             self._online.set()
@@ -111,8 +119,8 @@ class Server:
                 self._online.clear()
         self._fate.raise_if_gone()
 
-    def _interrupt(self) -> None:
-        self.interrupted = True
+    def _signalled(self, signum: signal.Signals) -> None:
+        self.stopped.record(signum)
         self.stop()
 
     def _slots(self) -> _Slots:
@@ -127,16 +135,18 @@ class Server:
             import gevent
 
             # A KeyboardInterrupt raised inside gevent's hub is printed by the hub on its way
-            # out; a signal watcher of gevent's own makes Ctrl-C a quiet, orderly stop instead.
+            # out; signal watchers of gevent's own make a signal a quiet, orderly stop instead.
             on_main_thread = threading.current_thread() is threading.main_thread()
-            watcher = (
-                gevent.signal_handler(signal.SIGINT, self._interrupt) if on_main_thread else None
-            )
+            watchers = [
+                gevent.signal_handler(number, self._signalled, number)
+                for number in (signal.SIGINT, signal.SIGTERM)
+                if on_main_thread
+            ]
             try:
                 while not self._stop.is_set():
                     gevent.sleep(_STOP_POLL)
             finally:
-                if watcher is not None:
+                for watcher in watchers:
                     watcher.cancel()
         else:
             self._stop.wait()
@@ -213,6 +223,8 @@ def serve(
     script_name: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
     on_status: StatusHandler | None = None,
+    shutdown_timeout: float = 10.0,
+    vitals: Vitals | None = None,
 ) -> signal.Signals | None:
     """Serve ``app`` on a hybrid connection until SIGINT (Ctrl-C) or SIGTERM, and return the
     signal.
@@ -223,9 +235,12 @@ def serve(
     most ``workers`` requests run in the app at once; others wait for a slot. ``on_status``
     sees each change of the listener's status.
 
-    On a signal the listener goes offline and the responses under way are completed; later
-    signals are ignored meanwhile. Raises the listener's typed error when it cannot open or the
-    hybrid connection is deleted.
+    On a signal the listener closes: requests arriving get 503 with ``Retry-After``, the
+    responses under way get ``shutdown_timeout`` seconds to complete (then they are cut: a
+    sender sees an error, never a truncated body passed off as whole); later signals are
+    ignored meanwhile. ``vitals``, a command's, hear the stop as the signal arrives, and beat
+    from a thread meanwhile (a WSGI server has no event loop of its own). Raises the listener's
+    typed error when it cannot open or the hybrid connection is deleted.
     """
     server = Server(
         app,
@@ -235,14 +250,15 @@ def serve(
         script_name=script_name,
         ssl_context=ssl_context,
         on_status=on_status,
+        shutdown_timeout=shutdown_timeout,
     )
-    with stop_on_signals() as stopped:
+    vitals = vitals or Vitals()
+    with vitals.beating_in_thread(), stop_on_signals(vitals.stopping) as stopped:
+        server.stopped = stopped
         try:
             server.serve_forever()
         except KeyboardInterrupt:
             logger.info("stopped by a signal")
-    if server.interrupted:
-        stopped.record(signal.SIGINT)
     return stopped.signal
 
 

@@ -322,3 +322,38 @@ def test_a_bad_file_is_refused_before_anything_starts(
     assert result.returncode == 1
     assert result.stderr.startswith(f"hyco agent: {words}"), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_service_manager_hears_ready_once_every_entry_is_up_and_stopping(
+    tmp_path: Path, relay: str
+) -> None:
+    from tests.adapters.test_systemd import notify_socket, receive_until
+
+    (tmp_path / "asgi_app.py").write_text(ASGI_APP)
+    path = tmp_path / "hyco.toml"
+    path.write_text(
+        '[[serve]]\nconnection_string = "${ASGI_CS}"\napp = "asgi_app:app"\n\n'
+        '[[expose]]\nconnection_string = "${TCP_CS}"\ntargets = ["echo=127.0.0.1:9"]\n'
+    )
+    env = {
+        "ASGI_CS": connection_string(relay, "asgi"),
+        "TCP_CS": connection_string(relay, "tcp"),
+        "NOTIFY_SOCKET": str(tmp_path / "notify"),
+        "WATCHDOG_USEC": "200000",
+    }
+    with notify_socket(env["NOTIFY_SOCKET"]) as receiver:
+        process = start_hyco("agent", "--config", str(path), cwd=tmp_path, env=env)
+        try:
+            ready = receive_until(receiver, "READY")
+            # READY came once both entries were online, each having said so.
+            assert process.stdout is not None
+            lines = {process.stdout.readline().split(" (")[0].split(" from ")[0] for _ in range(3)}
+            assert lines == {"agent: 2 entries", "online: asgi", "online: tcp"}, lines
+            assert ready["READY"] == "1"
+            assert "WATCHDOG" in receive_until(receiver, "WATCHDOG")
+            process.send_signal(signal.SIGTERM)
+            assert receive_until(receiver, "STOPPING")["STOPPING"] == "1"
+            _out, err = process.communicate(timeout=30)
+            assert process.returncode == 0, err
+        finally:
+            stop(process)

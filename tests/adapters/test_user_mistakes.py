@@ -187,8 +187,16 @@ def test_ctrl_c_exits_130_quietly(tmp_path: Path, arguments: tuple[str, ...]) ->
 
 @pytest.mark.parametrize(
     "arguments",
-    [("relay", "--port", "0"), ("serve", "main:app"), ("serve", "--wsgi", "main:wsgi")],
-    ids=["relay", "serve", "serve-wsgi"],
+    [
+        ("relay", "--port", "0"),
+        ("listen",),
+        ("expose", "--target", "ssh=127.0.0.1:22"),
+        ("forward", "--target", "ssh", "--bind", "127.0.0.1:0"),
+        ("serve", "main:app"),
+        ("serve", "--wsgi", "main:wsgi"),
+        ("serve", "--wsgi", "--transport", "gevent", "main:wsgi"),
+    ],
+    ids=["relay", "listen", "expose", "forward", "serve", "serve-wsgi", "serve-gevent"],
 )
 def test_sigterm_is_an_orderly_stop_that_exits_0(
     tmp_path: Path, arguments: tuple[str, ...]

@@ -108,3 +108,45 @@ def test_changes_from_many_threads_end_consistent() -> None:
     assert changes[-1] is True
     assert all(a != b for a, b in itertools.pairwise(changes))
     assert "ready" in repr(vitals)
+
+
+def test_stopping_loses_readiness_for_good_and_is_heard_once_first() -> None:
+    vitals = Vitals()
+    heard: list[str] = []
+    vitals.watch(lambda ready: heard.append(f"ready={ready}"))
+    vitals.on_stopping(lambda: heard.append("stopping"))
+    vitals.set("relay", True)
+    vitals.stopping()
+    vitals.stopping()
+    vitals.set("relay", True)
+    assert not _ready(vitals)
+    assert vitals.is_stopping
+    assert heard == ["ready=True", "stopping", "ready=False"]
+    assert repr(vitals) == "<Vitals stopping {'relay': True}>"
+
+
+def test_beats_come_from_the_loop_at_their_interval_and_a_failing_one_keeps_going(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import anyio
+
+    vitals = Vitals()
+    beats: list[str] = []
+
+    def broken() -> None:
+        beats.append("broken")
+        raise RuntimeError("beat bug")
+
+    vitals.on_beat(lambda: beats.append("fast"), 0.05)
+    vitals.on_beat(broken, 0.2)
+    with pytest.raises(ValueError, match="above 0"):
+        vitals.on_beat(broken, 0)
+
+    async def run_briefly() -> None:
+        with anyio.move_on_after(0.5):
+            await vitals.keep_beating()
+
+    anyio.run(run_briefly)
+    assert 5 <= beats.count("fast") <= 12, beats
+    assert 2 <= beats.count("broken") <= 4, beats
+    assert "a beat failed" in caplog.text

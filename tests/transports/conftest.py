@@ -732,10 +732,10 @@ def work_announced_while_closing_is_declined_with_503(
         flavour.wait_until(lambda: bool(answer))
         return HttpResponse(200, body=request.path.encode())
 
-    def get(path: str) -> tuple[int, bytes]:
+    def get(path: str) -> tuple[int, str | None, bytes]:
         headers = {"ServiceBusAuthorization": relay.token()}
         response = httpx.get(relay.http_url(path), headers=headers, timeout=30)
-        return response.status_code, response.content
+        return response.status_code, response.headers.get("retry-after"), response.content
 
     with echo_listener(flavour, relay, request_handler=handler) as listener:
         slow = flavour.start(lambda: flavour.blocking(lambda: get("/slow")))
@@ -743,12 +743,12 @@ def work_announced_while_closing_is_declined_with_503(
         listener.close()
         assert listener.status is ListenerStatus.CLOSED
         # The control channel stays open until /slow is answered; the relay still routes here.
-        assert flavour.blocking(lambda: get("/late")) == (503, b"This listener is closing.")
+        assert flavour.blocking(lambda: get("/late")) == (503, "5", b"This listener is closing.")
         with pytest.raises(RelayServerError) as refused, flavour.connect(relay.connection_string()):
             pytest.fail("the listener is closing")
         assert refused.value.status_code == 503
         answer.append(True)
-        assert slow.result() == (200, b"/slow")
+        assert slow.result() == (200, None, b"/slow")
         flavour.wait_until(lambda: relay.listener_count() == 0)
     assert handling == ["/slow"]
 

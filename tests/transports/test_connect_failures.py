@@ -105,3 +105,22 @@ def test_a_relay_that_is_down_is_named_with_its_address(attempt: Attempt) -> Non
         f"could not connect to 127.0.0.1:{port} (connection refused): is the relay running, "
         "and is this its address and port?"
     )
+
+
+def test_an_anyio_listener_cancelled_while_it_opens_leaves_cleanly() -> None:
+    """A signal while the relay has not answered yet (here it never will): the open is given
+    up at once, with nothing of the listener left running."""
+    with socket.create_server(("127.0.0.1", 0)) as stalled:
+        port = stalled.getsockname()[1]
+        cs = (
+            f"Endpoint=sb://127.0.0.1:{port}/;SharedAccessKeyName=root;"
+            "SharedAccessKey=a2V5;EntityPath=hc1"
+        )
+
+        async def attempt() -> bool:
+            with anyio.move_on_after(0.5) as scope:
+                async with anyio_transport.Listener.from_connection_string(cs):
+                    pass
+            return scope.cancelled_caught
+
+        assert anyio.run(attempt)

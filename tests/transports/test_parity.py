@@ -141,12 +141,12 @@ async def _declined_while_closing_on_anyio(relay: RunningRelay) -> None:
         await answer.wait()
         return anyio_transport.HttpResponse(200, body=request.path.encode())
 
-    def get(path: str) -> tuple[int, bytes]:
+    def get(path: str) -> tuple[int, str | None, bytes]:
         headers = {"ServiceBusAuthorization": relay.token()}
         response = httpx.get(relay.http_url(path), headers=headers, timeout=30)
-        return response.status_code, response.content
+        return response.status_code, response.headers.get("retry-after"), response.content
 
-    slow: list[tuple[int, bytes]] = []
+    slow: list[tuple[int, str | None, bytes]] = []
 
     async def get_slow() -> None:
         slow.append(await anyio.to_thread.run_sync(get, "/slow"))
@@ -167,13 +167,13 @@ async def _declined_while_closing_on_anyio(relay: RunningRelay) -> None:
                 # The control channel stays open until /slow is answered; the relay still
                 # routes here.
                 late = await anyio.to_thread.run_sync(get, "/late")
-                assert late == (503, b"This listener is closing.")
+                assert late == (503, "5", b"This listener is closing.")
                 with pytest.raises(RelayServerError) as refused:
                     async with anyio_transport.connect(relay.connection_string()):
                         pytest.fail("the listener is closing")
                 assert refused.value.status_code == 503
                 answer.set()
-    assert slow == [(200, b"/slow")]
+    assert slow == [(200, None, b"/slow")]
     assert handling == ["/slow"]
 
 

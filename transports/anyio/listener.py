@@ -73,9 +73,11 @@ class Listener(ListenerBase):
     is retried on the backoff schedule until the hybrid connection is gone or the listener is
     closed; ``on_status`` hears every ``connecting`` / ``online`` / ``offline`` / ``closed``.
 
-    Leaving the ``async with`` block closes the listener: no new work is taken, HTTP answers
-    under way are completed, connections still open are closed with 1001 (going away), and
-    every task is awaited.
+    Leaving the ``async with`` block closes the listener: no new work is taken (requests get
+    503 with ``Retry-After``), HTTP answers under way are completed, connections still open are
+    closed with 1001 (going away), and every task is awaited; what is still under way after
+    ``drain_timeout`` seconds is cut (a sender sees an error, never a truncated body passed off
+    as whole).
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class Listener(ListenerBase):
         tracking_id: str | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         accept_queue: int = 16,
+        drain_timeout: float = ListenerSupervisor.REQUEST_TIMEOUT,
     ) -> None:
         super().__init__(
             endpoint,
@@ -103,6 +106,7 @@ class Listener(ListenerBase):
             tracking_id=tracking_id,
             max_message_size=max_message_size,
         )
+        self._drain_timeout = drain_timeout
         self._accept_handler = accept_handler
         self._connection_handler = connection_handler
         self._request_handler = request_handler
@@ -125,7 +129,16 @@ class Listener(ListenerBase):
         self._tasks = anyio.create_task_group()
         await self._tasks.__aenter__()
         self._tasks.start_soon(self._run)
-        await self._first_outcome.wait()
+        try:
+            await self._first_outcome.wait()
+        except BaseException:
+            # Cancelled while opening: the block never runs, so its exit must happen here.
+            self._tasks.cancel_scope.cancel()
+            try:
+                await self._tasks.__aexit__(None, None, None)
+            finally:
+                self._connections.close()
+            raise
         if self.status is not ListenerStatus.ONLINE:
             error = self.last_error
             await self._tasks.__aexit__(None, None, None)
@@ -140,11 +153,13 @@ class Listener(ListenerBase):
         traceback: TracebackType | None,
     ) -> bool | None:
         assert self._tasks is not None
+        # The work under way has this long; then it is cancelled.
+        self._tasks.cancel_scope.deadline = anyio.current_time() + self._drain_timeout
         try:
             with anyio.CancelScope(shield=True):
                 await self.close()
                 await self._say_goodbye()
-                with anyio.move_on_after(ListenerSupervisor.REQUEST_TIMEOUT):
+                with anyio.move_on_after(self._drain_timeout):
                     await self._answers_sent.wait()
                 await self._release_control()  # answered or not: the relay has given up
         finally:
@@ -546,7 +561,9 @@ class Listener(ListenerBase):
                 )
                 default = ListenerSupervisor.HANDLER_FAILED
         answer = default or ListenerSupervisor.NOT_SERVED
-        return HttpResponse(answer.status, body=answer.body, reason=answer.reason)
+        return HttpResponse(
+            answer.status, headers=answer.headers, body=answer.body, reason=answer.reason
+        )
 
     def _http_request(
         self,
