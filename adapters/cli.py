@@ -28,8 +28,8 @@ from hyco_core import (
 from hyco_transports.extras import missing_dependency
 
 from .cli_arguments import CONNECTION_STRING_VARIABLE, build_parser
-from .long_running import running
-from .vitals import Vitals
+from .log_format import configure_logging
+from .long_running import Running, running
 
 __all__ = ["main"]
 
@@ -41,11 +41,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     parser = build_parser()
     arguments = parser.parse_args(argv)
     stream = out or sys.stdout
-    logging.basicConfig(
-        level=logging.ERROR
+    configure_logging(
+        logging.ERROR
         if getattr(arguments, "quiet", False)
         else logging.WARNING - 10 * min(getattr(arguments, "verbose", 0), 2),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        getattr(arguments, "log_format", "text"),
     )
     handlers: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
         "demo": _demo,
@@ -150,21 +150,23 @@ def _expose(arguments: argparse.Namespace, out: TextIO) -> int:
         print(f"hyco expose: {error}", file=sys.stderr)
         return 2
 
-    async def run(vitals: Vitals) -> None:
+    async def run(command: Running) -> None:
+        name = _hybrid_connection(arguments)
         async with anyio.create_task_group() as tasks:
             await tasks.start(
                 partial(
                     expose,
                     arguments.connection_string,
                     targets,
-                    on_status=vitals.follow(_hybrid_connection(arguments)),
+                    on_status=command.vitals.follow(name),
+                    observer=command.observe(name),
                 )
             )
             names = ", ".join(t.name for t in targets)
             print(f"online, exposing {names}; Ctrl-C to stop", file=out, flush=True)
 
-    with running(arguments) as vitals:
-        _run_interruptibly(lambda: run(vitals))
+    with running(arguments) as command:
+        _run_interruptibly(lambda: run(command))
     return 0
 
 
@@ -177,6 +179,12 @@ def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
     if _missing_connection_string(arguments):
         return 2
     if arguments.stdio:
+        if arguments.metrics_addr is not None:
+            print(
+                "hyco forward: --metrics-addr goes with --bind; --stdio serves one connection",
+                file=sys.stderr,
+            )
+            return 2
         _run_interruptibly(lambda: forward_stdio(arguments.connection_string, arguments.target))
         return 0
     host, _, port_text = arguments.bind.rpartition(":")
@@ -186,7 +194,7 @@ def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
         return 2
     port = int(port_text)
 
-    async def run(vitals: Vitals) -> None:
+    async def run(command: Running) -> None:
         async with anyio.create_task_group() as tasks:
             bound = await tasks.start(
                 lambda task_status: forward(
@@ -197,7 +205,7 @@ def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
                     task_status=task_status,
                 )
             )
-            vitals.set(f"forward {host}:{bound}", True)
+            command.vitals.set(f"forward {host}:{bound}", True)
             print(
                 f"forwarding {host}:{bound} to {arguments.target!r}; Ctrl-C to stop",
                 file=out,
@@ -205,8 +213,8 @@ def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
             )
 
     try:
-        with running(arguments) as vitals:
-            _run_interruptibly(lambda: run(vitals))
+        with running(arguments) as command:
+            _run_interruptibly(lambda: run(command))
     except BaseException as raised:
         error = _alone(raised)
         if not isinstance(error, OSError) or isinstance(error, HycoError):
@@ -234,11 +242,17 @@ def _listen(arguments: argparse.Namespace, out: TextIO) -> int:
 
     if _missing_connection_string(arguments):
         return 2
-    with running(arguments) as vitals:
-        on_status = vitals.follow(_hybrid_connection(arguments))
+    name = _hybrid_connection(arguments)
+    with running(arguments) as command:
+        on_status = command.vitals.follow(name)
+        observer = command.observe(name)
         _run_interruptibly(
             lambda: run_listen(
-                arguments.connection_string, echo=arguments.echo, out=out, on_status=on_status
+                arguments.connection_string,
+                echo=arguments.echo,
+                out=out,
+                on_status=on_status,
+                observer=observer,
             )
         )
     return 0
@@ -324,13 +338,22 @@ def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
         return 2
     url = RelayEndpoint.from_connection_string(arguments.connection_string).http_url
     processes = arguments.workers if arguments.workers and not arguments.wsgi else 1
+    if processes > 1 and arguments.metrics_addr is not None:
+        print(
+            "hyco serve: --metrics-addr needs one process: worker processes do not report to "
+            "it (drop --workers, or run a hyco serve with its own --metrics-addr per worker)",
+            file=sys.stderr,
+        )
+        return 2
     announcement = OnlineAnnouncement(
         f"online: {arguments.app} serves {url}; Ctrl-C to stop"
         if processes == 1
         else f"a worker is online: {arguments.app} serves {url}",
         out=out if processes == 1 else None,
     )
-    with running(arguments) as vitals:
+    name = _hybrid_connection(arguments)
+    with running(arguments) as command:
+        vitals = command.vitals
         if arguments.wsgi:
             stopped_by = wsgi.serve(
                 wsgi_app,
@@ -338,7 +361,8 @@ def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
                 transport=arguments.transport,
                 workers=arguments.workers or 16,
                 script_name=arguments.root_path,
-                on_status=vitals.follow(_hybrid_connection(arguments), announcement),
+                on_status=vitals.follow(name, announcement),
+                observer=command.observe(name),
             )
             return exit_code_after(stopped_by)
         options = {"lifespan": arguments.lifespan, "root_path": arguments.root_path}
@@ -353,8 +377,13 @@ def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
                 **options,
             )
         else:
-            online = vitals.follow(_hybrid_connection(arguments), announcement)
-            stopped_by = run(asgi_app, arguments.connection_string, on_status=online, **options)
+            stopped_by = run(
+                asgi_app,
+                arguments.connection_string,
+                on_status=vitals.follow(name, announcement),
+                observer=command.observe(name),
+                **options,
+            )
     return exit_code_after(stopped_by)
 
 
@@ -387,8 +416,8 @@ def _token(arguments: argparse.Namespace, out: TextIO) -> int:
 def _relay(arguments: argparse.Namespace, out: TextIO) -> int:
     from .relay_command import run_relay
 
-    with running(arguments) as vitals:
-        return run_relay(arguments, out, vitals)
+    with running(arguments) as command:
+        return run_relay(arguments, out, command)
 
 
 def _hybrid_connection(arguments: argparse.Namespace) -> str:

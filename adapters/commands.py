@@ -21,7 +21,7 @@ import anyio.from_thread
 import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from hyco_core import HycoError, ListenerStatusChanged
+from hyco_core import HycoError, ListenerObserver, ListenerStatusChanged
 from hyco_transports.anyio import (
     AcceptContext,
     HttpRequest,
@@ -49,9 +49,11 @@ async def run_listen(
     echo: bool,
     out: TextIO,
     on_status: Callable[[ListenerStatusChanged], None] | None = None,
+    observer: ListenerObserver | None = None,
 ) -> None:
     """Stay online until interrupted, echoing or printing every message and HTTP request;
-    ``on_status`` hears each change of the listener's status after it is printed.
+    ``on_status`` hears each change of the listener's status after it is printed, ``observer``
+    what the listener counts.
 
     Raises the relay's reason when the listener ends for good (the hybrid connection was
     deleted).
@@ -87,6 +89,7 @@ async def run_listen(
         connection_handler=on_connection,
         request_handler=on_request,
         on_status=print_status,
+        observer=observer,
     ) as listener:
         await listener.wait_closed()
 

@@ -22,7 +22,13 @@ import anyio
 import anyio.abc
 from anyio.streams.stapled import StapledByteStream
 
-from hyco_core import ConnectionClosed, HycoError, ListenerStatusChanged, RelayError
+from hyco_core import (
+    ConnectionClosed,
+    HycoError,
+    ListenerObserver,
+    ListenerStatusChanged,
+    RelayError,
+)
 from hyco_transports.anyio import AcceptContext, Listener, WebSocket, connect
 
 __all__ = [
@@ -143,13 +149,14 @@ async def expose(
     *,
     connect_timeout: float = 10.0,
     on_status: Callable[[ListenerStatusChanged], None] | None = None,
+    observer: ListenerObserver | None = None,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the targets through the hybrid connection until cancelled.
 
     ``task_status.started()`` is called once the listener is online; ``on_status`` hears each
-    change of its status. Raises the relay's reason when the listener ends for good (the hybrid
-    connection was deleted).
+    change of its status, ``observer`` what the listener counts. Raises the relay's reason when
+    the listener ends for good (the hybrid connection was deleted).
     """
     allowed = targets if isinstance(targets, Mapping) else {t.name: t for t in targets}
     pending: dict[str, anyio.abc.SocketStream] = {}
@@ -179,7 +186,11 @@ async def expose(
         logger.info("forwarded %d bytes in, %d bytes out", up, down)
 
     async with Listener.from_connection_string(
-        connection_string, accept_handler=decide, connection_handler=serve, on_status=on_status
+        connection_string,
+        accept_handler=decide,
+        connection_handler=serve,
+        on_status=on_status,
+        observer=observer,
     ) as listener:
         names = ", ".join(f"{t.name} -> {t.host}:{t.port}" for t in allowed.values())
         logger.info("exposing %s", names)

@@ -23,7 +23,7 @@ from hyco_adapters.hosting import (
     import_app,
     run_worker_processes,
 )
-from hyco_core import Headers, HycoError, parse_relay_url
+from hyco_core import Headers, HycoError, ListenerObserver, parse_relay_url
 from hyco_transports.anyio import AcceptContext, HttpRequest, HttpResponse, Listener, WebSocket
 from hyco_transports.auth import RelayEndpoint
 
@@ -55,8 +55,10 @@ class Server:
         shutdown_timeout: float,
         ssl_context: ssl.SSLContext | None,
         on_status: StatusHandler | None,
+        observer: ListenerObserver | None = None,
     ) -> None:
         self._app = app
+        self._observer = observer
         self._endpoint = endpoint
         prefix = ("/" + endpoint.path) if root_path is None else root_path
         self._root_path = prefix.rstrip("/")
@@ -116,6 +118,7 @@ class Server:
                     request_handler=self._handle_request,
                     on_status=self._fate,
                     ssl_context=self._ssl_context,
+                    observer=self._observer,
                 )
                 try:
                     async with listener:
@@ -287,6 +290,7 @@ async def serve(
     shutdown_timeout: float = 10.0,
     ssl_context: ssl.SSLContext | None = None,
     on_status: StatusHandler | None = None,
+    observer: ListenerObserver | None = None,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on a hybrid connection until cancelled.
@@ -297,7 +301,8 @@ async def serve(
     ``"off"`` skips it); a failed startup raises. Then the listener opens (failing fast with a
     typed error) and ``task_status.started()`` is called. ``root_path`` defaults to
     ``/{hybrid connection}``; give ``""`` to route on the full request path instead.
-    ``on_status`` sees each change of the listener's status.
+    ``on_status`` sees each change of the listener's status, ``observer`` what the listener
+    counts.
 
     When cancelled (or when the hybrid connection is deleted, which raises its error), the
     listener goes offline, open WebSockets are closed with 1001, in-flight requests get
@@ -313,6 +318,7 @@ async def serve(
         shutdown_timeout=shutdown_timeout,
         ssl_context=ssl_context,
         on_status=on_status,
+        observer=observer,
     )
     failure: Exception | None = None
     async with anyio.create_task_group() as watcher:
@@ -345,6 +351,7 @@ def run(
     root_path: str | None = None,
     shutdown_timeout: float = 10.0,
     on_status: StatusHandler | None = None,
+    observer: ListenerObserver | None = None,
     backend: str = "asyncio",
 ) -> signal.Signals | None:
     """Serve ``app`` (or the app an import string names) until SIGINT or SIGTERM, and return
@@ -360,6 +367,7 @@ def run(
         "root_path": root_path,
         "shutdown_timeout": shutdown_timeout,
         "on_status": on_status,
+        "observer": observer,
     }
     stopped = Stopped()
     anyio.run(

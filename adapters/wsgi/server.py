@@ -19,6 +19,7 @@ from hyco_adapters.hosting import (
     import_app,
     stop_on_signals,
 )
+from hyco_core import ListenerObserver
 from hyco_transports.auth import RelayEndpoint
 from hyco_transports.sync import AcceptContext, HttpRequest, HttpResponse
 
@@ -63,6 +64,7 @@ class Server:
         script_name: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         on_status: StatusHandler | None = None,
+        observer: ListenerObserver | None = None,
     ) -> None:
         if transport not in ("sync", "gevent"):
             raise ValueError(f"transport must be 'sync' or 'gevent', not {transport!r}")
@@ -75,6 +77,7 @@ class Server:
         self._default_script_name = script_name is None
         self.script_name = "/" + endpoint.path if script_name is None else script_name
         self._ssl_context = ssl_context
+        self._observer = observer
         self._stop = threading.Event()
         self._online = threading.Event()
         self._fate = ListenerFate(self._stop.set, on_status)
@@ -102,6 +105,7 @@ class Server:
             accept_handler=_refuse_websocket,
             on_status=self._fate,
             ssl_context=self._ssl_context,
+            observer=self._observer,
         )
         with listener:
             self._online.set()
@@ -213,6 +217,7 @@ def serve(
     script_name: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
     on_status: StatusHandler | None = None,
+    observer: ListenerObserver | None = None,
 ) -> signal.Signals | None:
     """Serve ``app`` on a hybrid connection until SIGINT (Ctrl-C) or SIGTERM, and return the
     signal.
@@ -221,7 +226,7 @@ def serve(
     connection; ``path`` gives it when the string has no ``EntityPath``. ``script_name``
     defaults to ``/{hybrid connection}``; give ``""`` to route on the full request path. At
     most ``workers`` requests run in the app at once; others wait for a slot. ``on_status``
-    sees each change of the listener's status.
+    sees each change of the listener's status, ``observer`` what the listener counts.
 
     On a signal the listener goes offline and the responses under way are completed; later
     signals are ignored meanwhile. Raises the listener's typed error when it cannot open or the
@@ -235,6 +240,7 @@ def serve(
         script_name=script_name,
         ssl_context=ssl_context,
         on_status=on_status,
+        observer=observer,
     )
     with stop_on_signals() as stopped:
         try:
