@@ -322,6 +322,13 @@ def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
     if arguments.workers is not None and arguments.workers < 1:
         print("hyco serve: --workers is at least 1", file=sys.stderr)
         return 2
+    if arguments.metrics_addr is not None and not arguments.wsgi and (arguments.workers or 1) > 1:
+        print(
+            "hyco serve: --metrics-addr needs one process: worker processes do not report to "
+            "it (drop --workers, or run a hyco serve with its own --metrics-addr per worker)",
+            file=sys.stderr,
+        )
+        return 2
     # As uvicorn and hypercorn do: the app's module is found in --app-dir, the current
     # directory by default (a console script's sys.path does not include it). Worker processes
     # inherit the search path.
@@ -338,13 +345,6 @@ def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
         return 2
     url = RelayEndpoint.from_connection_string(arguments.connection_string).http_url
     processes = arguments.workers if arguments.workers and not arguments.wsgi else 1
-    if processes > 1 and arguments.metrics_addr is not None:
-        print(
-            "hyco serve: --metrics-addr needs one process: worker processes do not report to "
-            "it (drop --workers, or run a hyco serve with its own --metrics-addr per worker)",
-            file=sys.stderr,
-        )
-        return 2
     announcement = OnlineAnnouncement(
         f"online: {arguments.app} serves {url}; Ctrl-C to stop"
         if processes == 1

@@ -180,7 +180,9 @@ def _forwarder(
                 await source.flush()
                 await target.flush()
                 return
-            size = len(event.data)
+            # Bytes, as on the wire: a text piece counts as its UTF-8.
+            data = event.data
+            size = len(data) if isinstance(data, bytes) else len(data.encode())
             if inbound:
                 stats.bytes_in += size
             else:
