@@ -83,7 +83,7 @@ def test_listen_counts_each_echo_request_and_byte_and_the_relay_its_own(tmp_path
         listening(relay.listener, tmp_path) as listener,
     ):
         relay_metrics = metrics_base(relay.process) + "/metrics"
-        messages = ["héllo", "x" * 1000, b"\x00" * 70_000]
+        messages: list[str | bytes] = ["héllo", "x" * 1000, b"\x00" * 70_000]
         sizes = [len("héllo".encode()), 1000, 70_000]
         with sync.connect(relay.listener) as websocket:
             for message in messages:
