@@ -374,6 +374,7 @@ def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
                 arguments.connection_string,
                 processes,
                 on_status=announcement,
+                log_format=getattr(arguments, "log_format", "text"),
                 **options,
             )
         else:

@@ -13,10 +13,13 @@ import json
 import logging
 import re
 from datetime import datetime, timezone
+from typing import Literal
 
 from hyco_core import redact_url
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "redact_secrets"]
+__all__ = ["JsonFormatter", "LogFormat", "TextFormatter", "configure_logging", "redact_secrets"]
+
+LogFormat = Literal["text", "json"]
 
 # A connection string's secrets run to the next ';' (or the end of the text, or a quote of
 # the repr the text may be in).
@@ -77,7 +80,7 @@ def _loggable(value: object) -> object:
     return redact_secrets(value if isinstance(value, str) else repr(value))
 
 
-def configure_logging(level: int, log_format: str) -> None:
+def configure_logging(level: int, log_format: LogFormat) -> None:
     """Send log lines of ``level`` and above to standard error, as text or JSON."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())

@@ -113,6 +113,8 @@ CHECKS: dict[str, Serves | Finishes | CoveredBy] = {
     'hyco forward --connection-string "$CS" --target db --bind 127.0.0.1:15432': Serves(
         "forwarding 127.0.0.1:15432 to 'db'", True
     ),
+    # README.md: metrics and health
+    "hyco listen --metrics-addr 127.0.0.1:9464 --log-format json": Serves("listener online", True),
     'ssh -o ProxyCommand="hyco forward --target ssh --stdio" user@anything': CoveredBy(
         "tests/adapters/test_forward.py::test_an_ssh_style_session_through_the_command_line"
     ),

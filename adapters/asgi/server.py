@@ -23,6 +23,7 @@ from hyco_adapters.hosting import (
     import_app,
     run_worker_processes,
 )
+from hyco_adapters.log_format import LogFormat, configure_logging
 from hyco_core import Headers, HycoError, ListenerObserver, parse_relay_url
 from hyco_transports.anyio import AcceptContext, HttpRequest, HttpResponse, Listener, WebSocket
 from hyco_transports.auth import RelayEndpoint
@@ -412,12 +413,14 @@ def serve_workers(
     root_path: str | None = None,
     shutdown_timeout: float = 10.0,
     on_status: StatusHandler | None = None,
+    log_format: LogFormat = "text",
 ) -> signal.Signals | None:
     """Run ``workers`` processes, each serving the app as one more listener on the same hybrid
     connection (the relay spreads senders across listeners; at most 25 per hybrid connection).
 
     Processes are spawned: each imports the app afresh, and gets its own copy of ``on_status``,
-    which must be picklable. SIGINT or SIGTERM stops them in order, and is returned, as
+    which must be picklable; ``log_format`` is how they write their log lines. SIGINT or
+    SIGTERM stops them in order, and is returned, as
     :func:`run` does; if one exits on its own with an error, the others are stopped and
     :class:`HycoError` raised.
     """
@@ -431,16 +434,24 @@ def serve_workers(
     level = logging.getLogger().getEffectiveLevel()
     return run_worker_processes(
         _worker,
-        (import_string, connection_string, options, level),
+        (import_string, connection_string, options, level, log_format),
         workers,
         shutdown_timeout=shutdown_timeout,
     )
 
 
 def _worker(
-    import_string: str, connection_string: str, options: dict[str, Any], level: int, number: int
+    import_string: str,
+    connection_string: str,
+    options: dict[str, Any],
+    level: int,
+    log_format: LogFormat,
+    number: int,
 ) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s [%(process)d] %(name)s: %(message)s")
+    if log_format == "json":
+        configure_logging(level, log_format)  # each line names its process
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s [%(process)d] %(name)s: %(message)s")
     try:
         run(import_string, connection_string, **options)
     except HycoError as error:
