@@ -27,7 +27,7 @@ class Running:
     without ``--metrics-addr``)."""
 
     vitals: Vitals
-    metrics: Metrics | None = None
+    metrics: Metrics | None
 
     def observe(self, hybrid_connection: str) -> ListenerObserver | None:
         """The observer for the listener on ``hybrid_connection``: none without metrics, so
