@@ -33,5 +33,6 @@ def bind_failure(host: str, port: int, error: OSError, option: str) -> str:
             f"{host}:{port} is already in use: stop what uses it, or pass another {option} "
             "(port 0 picks a free one)"
         )
-    reason = os.strerror(error.errno) if error.errno else str(error)
+    # A name that does not resolve has a negative errno, which os.strerror cannot word.
+    reason = error.strerror or (os.strerror(error.errno) if error.errno else str(error))
     return f"cannot listen on {host}:{port} ({reason.lower()}): pass another {option}"

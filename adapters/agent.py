@@ -27,12 +27,13 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
-from hyco_core import HycoError, ListenerStatusChanged
+from hyco_core import HycoError, ListenerObserver, ListenerStatusChanged
 from hyco_relay.config import ConfigError, ConfigWatcher
 
 from ._cli_errors import alone, bind_failure
 from .agent_file import AgentConfig, Entry, ExposeEntry, ForwardEntry, ServeEntry, load_agent_config
 from .hosting import OnlineAnnouncement, import_app
+from .long_running import Running
 from .vitals import Vitals
 
 __all__ = ["Agent", "describe_entry", "read_agent_file"]
@@ -43,6 +44,16 @@ _POLL_INTERVAL = 1.0
 _FIRST_RETRY = 1.0
 _LAST_RETRY = 60.0
 _STEADY = 60.0  # an entry that ran this long starts its backoff afresh when it fails
+
+
+@dataclass(frozen=True)
+class _Listening:
+    """What an entry's listener is given: its status handler, its observer (``None`` without
+    metrics) and its drain timeout."""
+
+    on_status: Callable[[ListenerStatusChanged], None]
+    observer: ListenerObserver | None
+    drain_timeout: float
 
 
 @dataclass
@@ -57,12 +68,14 @@ class Agent:
     ``vitals`` and printing a line to ``out`` when one is online."""
 
     def __init__(
-        self, path: str, vitals: Vitals, out: TextIO, *, drain_timeout: float = 10.0
+        self, path: str, command: Running, out: TextIO, *, drain_timeout: float = 10.0
     ) -> None:
-        """Read the file once; raises :class:`ConfigError` when it is invalid. Stopping, each
-        entry drains for up to ``drain_timeout`` seconds, as its command does."""
+        """Read the file once; raises :class:`ConfigError` when it is invalid. Each entry is a
+        part of the ``command``'s vitals and counted in its metrics under the entry's name;
+        stopping, each drains for up to ``drain_timeout`` seconds, as its command does."""
         self._watcher = ConfigWatcher(path, load=read_agent_file)
-        self._vitals = vitals
+        self._command = command
+        self._vitals = command.vitals
         self._drain_timeout = drain_timeout
         self._out = out
         self._running: dict[str, _Running] = {}
@@ -168,7 +181,7 @@ class Agent:
                 while True:
                     started = anyio.current_time()
                     try:
-                        await _run_entry(entry, self._vitals, self._out, self._drain_timeout)
+                        await _run_entry(entry, self._command, self._out, self._drain_timeout)
                         problem = "its listener closed"
                     except Exception as raised:
                         problem = _problem(entry, raised)
@@ -227,18 +240,20 @@ def _problem(entry: Entry, raised: Exception) -> str:
     return "it failed (the traceback is above)"
 
 
-async def _run_entry(entry: Entry, vitals: Vitals, out: TextIO, drain_timeout: float) -> None:
+async def _run_entry(entry: Entry, command: Running, out: TextIO, drain_timeout: float) -> None:
     """Run ``entry`` until cancelled, then drain for up to ``drain_timeout`` seconds (or until
     it fails, raising why)."""
     if isinstance(entry, ForwardEntry):
-        await _forward(entry, vitals, out)
+        await _forward(entry, command.vitals, out)
         return
     online = OnlineAnnouncement(f"online: {entry.name} ({describe_entry(entry)})", out=out)
-    on_status = vitals.follow(entry.name, online)
+    listening = _Listening(
+        command.vitals.follow(entry.name, online), command.observe(entry.name), drain_timeout
+    )
     if isinstance(entry, ExposeEntry):
-        await _expose(entry, on_status, drain_timeout)
+        await _expose(entry, listening)
     elif entry.wsgi:
-        await _serve_wsgi(entry, on_status, drain_timeout)
+        await _serve_wsgi(entry, listening)
     else:
         from .asgi import serve
 
@@ -248,8 +263,9 @@ async def _run_entry(entry: Entry, vitals: Vitals, out: TextIO, drain_timeout: f
             entry.connection_string,
             lifespan=entry.lifespan,
             root_path=entry.root_path,
-            shutdown_timeout=drain_timeout,
-            on_status=on_status,
+            shutdown_timeout=listening.drain_timeout,
+            on_status=listening.on_status,
+            observer=listening.observer,
         )
 
 
@@ -264,9 +280,7 @@ def describe_entry(entry: Entry) -> str:
     return f"{entry.app} serves {entry.endpoint.http_url}"
 
 
-async def _expose(
-    entry: ExposeEntry, on_status: Callable[[ListenerStatusChanged], None], drain_timeout: float
-) -> None:
+async def _expose(entry: ExposeEntry, listening: _Listening) -> None:
     if entry.http is not None:
         from .http_proxy import expose_http
 
@@ -275,8 +289,9 @@ async def _expose(
             entry.http,
             strip_prefix=entry.strip_prefix,
             preserve_host=entry.preserve_host,
-            on_status=on_status,
-            drain_timeout=drain_timeout,
+            on_status=listening.on_status,
+            observer=listening.observer,
+            drain_timeout=listening.drain_timeout,
         )
         return
     from .forward import expose
@@ -284,8 +299,9 @@ async def _expose(
     await expose(
         entry.connection_string,
         list(entry.targets),
-        on_status=on_status,
-        drain_timeout=drain_timeout,
+        on_status=listening.on_status,
+        observer=listening.observer,
+        drain_timeout=listening.drain_timeout,
     )
 
 
@@ -304,9 +320,7 @@ async def _forward(entry: ForwardEntry, vitals: Vitals, out: TextIO) -> None:
         )
 
 
-async def _serve_wsgi(
-    entry: ServeEntry, on_status: Callable[[ListenerStatusChanged], None], drain_timeout: float
-) -> None:
+async def _serve_wsgi(entry: ServeEntry, listening: _Listening) -> None:
     """A WSGI app on threads, as ``hyco serve --wsgi`` runs it; cancelling stops it in order
     (the answers under way are completed)."""
     from .wsgi import Server
@@ -316,8 +330,9 @@ async def _serve_wsgi(
         entry.endpoint,
         workers=entry.workers,
         script_name=entry.root_path,
-        shutdown_timeout=drain_timeout,
-        on_status=on_status,
+        shutdown_timeout=listening.drain_timeout,
+        on_status=listening.on_status,
+        observer=listening.observer,
     )
 
     async def stop_when_cancelled() -> None:

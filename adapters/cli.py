@@ -26,7 +26,8 @@ from hyco_transports.extras import missing_dependency
 
 from ._cli_errors import alone
 from .cli_arguments import CONNECTION_STRING_VARIABLE, build_parser
-from .long_running import running
+from .log_format import configure_logging
+from .long_running import Running, running
 from .vitals import Vitals
 
 __all__ = ["main"]
@@ -39,11 +40,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     parser = build_parser()
     arguments = parser.parse_args(argv)
     stream = out or sys.stdout
-    logging.basicConfig(
-        level=logging.ERROR
+    configure_logging(
+        logging.ERROR
         if getattr(arguments, "quiet", False)
         else logging.WARNING - 10 * min(getattr(arguments, "verbose", 0), 2),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        getattr(arguments, "log_format", "text"),
     )
     handlers: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
         "agent": _agent,
@@ -195,16 +196,18 @@ def _expose(arguments: argparse.Namespace, out: TextIO) -> int:
 
     names = ", ".join(t.name for t in targets)
     announcement = OnlineAnnouncement(f"online, exposing {names}; Ctrl-C to stop", out=out)
-    with running(arguments) as vitals:
-        on_status = vitals.follow(_hybrid_connection(arguments), announcement)
+    name = _hybrid_connection(arguments)
+    with running(arguments) as command:
+        on_status = command.vitals.follow(name, announcement)
         return _run_until_stopped(
             lambda: expose(
                 arguments.connection_string,
                 targets,
                 on_status=on_status,
+                observer=command.observe(name),
                 drain_timeout=arguments.drain_timeout,
             ),
-            vitals,
+            command.vitals,
         )
 
 
@@ -221,8 +224,9 @@ def _expose_http(arguments: argparse.Namespace, out: TextIO) -> int:
         return 2
     url = RelayEndpoint.from_connection_string(arguments.connection_string).http_url
     announcement = OnlineAnnouncement(f"online: {url} -> {upstream.url}; Ctrl-C to stop", out=out)
-    with running(arguments) as vitals:
-        online = vitals.follow(_hybrid_connection(arguments), announcement)
+    name = _hybrid_connection(arguments)
+    with running(arguments) as command:
+        online = command.vitals.follow(name, announcement)
         return _run_until_stopped(
             lambda: expose_http(
                 arguments.connection_string,
@@ -230,9 +234,10 @@ def _expose_http(arguments: argparse.Namespace, out: TextIO) -> int:
                 strip_prefix=arguments.strip_prefix,
                 preserve_host=arguments.preserve_host,
                 on_status=online,
+                observer=command.observe(name),
                 drain_timeout=arguments.drain_timeout,
             ),
-            vitals,
+            command.vitals,
         )
 
 
@@ -245,6 +250,12 @@ def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
     if _missing_connection_string(arguments):
         return 2
     if arguments.stdio:
+        if arguments.metrics_addr is not None:
+            print(
+                "hyco forward: --metrics-addr goes with --bind; --stdio serves one connection",
+                file=sys.stderr,
+            )
+            return 2
         _run_interruptibly(lambda: forward_stdio(arguments.connection_string, arguments.target))
         return 0
     try:
@@ -253,7 +264,7 @@ def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
         print(f"hyco forward: --bind: {wrong}", file=sys.stderr)
         return 2
 
-    async def run(vitals: Vitals) -> None:
+    async def run(command: Running) -> None:
         async with anyio.create_task_group() as tasks:
             bound = await tasks.start(
                 lambda task_status: forward(
@@ -269,11 +280,11 @@ def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
                 file=out,
                 flush=True,
             )
-            vitals.set(f"forward {host}:{bound}", True)
+            command.vitals.set(f"forward {host}:{bound}", True)
 
     try:
-        with running(arguments) as vitals:
-            return _run_until_stopped(lambda: run(vitals), vitals)
+        with running(arguments) as command:
+            return _run_until_stopped(lambda: run(command), command.vitals)
     except BaseException as raised:
         error = alone(raised)
         if not isinstance(error, OSError) or isinstance(error, HycoError):
@@ -300,17 +311,20 @@ def _listen(arguments: argparse.Namespace, out: TextIO) -> int:
 
     if _missing_connection_string(arguments) or _bad_drain_timeout(arguments):
         return 2
-    with running(arguments) as vitals:
-        on_status = vitals.follow(_hybrid_connection(arguments))
+    name = _hybrid_connection(arguments)
+    with running(arguments) as command:
+        on_status = command.vitals.follow(name)
+        observer = command.observe(name)
         return _run_until_stopped(
             lambda: run_listen(
                 arguments.connection_string,
                 echo=arguments.echo,
                 out=out,
                 on_status=on_status,
+                observer=observer,
                 drain_timeout=arguments.drain_timeout,
             ),
-            vitals,
+            command.vitals,
         )
 
 
@@ -380,6 +394,13 @@ def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
         return 2
     if _bad_drain_timeout(arguments):
         return 2
+    if arguments.metrics_addr is not None and not arguments.wsgi and (arguments.workers or 1) > 1:
+        print(
+            "hyco serve: --metrics-addr needs one process: worker processes do not report to "
+            "it (drop --workers, or run a hyco serve with its own --metrics-addr per worker)",
+            file=sys.stderr,
+        )
+        return 2
     # As uvicorn and hypercorn do: the app's module is found in --app-dir, the current
     # directory by default (a console script's sys.path does not include it). Worker processes
     # inherit the search path.
@@ -402,7 +423,9 @@ def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
         else f"a worker is online: {arguments.app} serves {url}",
         out=out if processes == 1 else None,
     )
-    with running(arguments) as vitals:
+    name = _hybrid_connection(arguments)
+    with running(arguments) as command:
+        vitals = command.vitals
         if arguments.wsgi:
             stopped_by = wsgi.serve(
                 wsgi_app,
@@ -410,7 +433,8 @@ def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
                 transport=arguments.transport,
                 workers=arguments.workers or 16,
                 script_name=arguments.root_path,
-                on_status=vitals.follow(_hybrid_connection(arguments), announcement),
+                on_status=vitals.follow(name, announcement),
+                observer=command.observe(name),
                 shutdown_timeout=arguments.drain_timeout,
                 vitals=vitals,
             )
@@ -429,12 +453,17 @@ def _serve(arguments: argparse.Namespace, out: TextIO) -> int:
                 processes,
                 on_status=announcement,
                 on_stop=vitals.stopping,
+                log_format=getattr(arguments, "log_format", "text"),
                 **options,
             )
         else:
-            online = vitals.follow(_hybrid_connection(arguments), announcement)
             stopped_by = run(
-                asgi_app, arguments.connection_string, on_status=online, vitals=vitals, **options
+                asgi_app,
+                arguments.connection_string,
+                on_status=vitals.follow(name, announcement),
+                observer=command.observe(name),
+                vitals=vitals,
+                **options,
             )
     return exit_code_after(stopped_by)
 
@@ -468,8 +497,8 @@ def _token(arguments: argparse.Namespace, out: TextIO) -> int:
 def _relay(arguments: argparse.Namespace, out: TextIO) -> int:
     from .relay_command import run_relay
 
-    with running(arguments) as vitals:
-        return run_relay(arguments, out, vitals)
+    with running(arguments) as command:
+        return run_relay(arguments, out, command)
 
 
 def _agent(arguments: argparse.Namespace, out: TextIO) -> int:
@@ -484,8 +513,8 @@ def _agent(arguments: argparse.Namespace, out: TextIO) -> int:
         for name, entry in read_agent_file(arguments.config).entries.items():
             print(f"{name}: line {entry.line}, {describe_entry(entry)}", file=out)
         return 0
-    with running(arguments) as vitals:
-        agent = Agent(arguments.config, vitals, out, drain_timeout=arguments.drain_timeout)
+    with running(arguments) as command:
+        agent = Agent(arguments.config, command, out, drain_timeout=arguments.drain_timeout)
         return exit_code_after(anyio.run(agent.run))
 
 

@@ -32,15 +32,42 @@ def _add_drain_timeout(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _host_and_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6)."""
+    host, separator, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not separator or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(
+            f"HOST:PORT is wanted, the port from 0 to 65535 (0: any free one), not {text!r}"
+        )
+    return host, int(port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Accepted before or after the subcommand (hyco -v listen, hyco listen -vv): absent unless
-    # given, so that a subcommand's parser does not reset what the main one read.
+    # given, so that a subcommand's parser does not reset what the main one read. How log lines
+    # look goes with how many there are.
     verbosity = argparse.ArgumentParser(add_help=False)
     verbosity.add_argument(
         "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="log more (-vv: debug)"
     )
     verbosity.add_argument(
         "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="log errors only"
+    )
+    verbosity.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=argparse.SUPPRESS,
+        help="log lines as text (the default) or one JSON object a line",
+    )
+    # What every long-running command takes beside its own options.
+    long_running = argparse.ArgumentParser(add_help=False)
+    long_running.add_argument(
+        "--metrics-addr",
+        type=_host_and_port,
+        metavar="HOST:PORT",
+        help="serve /metrics (Prometheus), /healthz and /readyz there (port 0: any free one, "
+        "printed at start)",
     )
     parser = argparse.ArgumentParser(
         prog="hyco",
@@ -65,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     relay = commands.add_parser(
         "relay",
-        parents=[verbosity],
+        parents=[verbosity, long_running],
         help="run a local relay speaking the Azure Relay protocol",
         description="Run a local relay. Without --config it serves namespace 'localhost' with "
         "hybrid connection 'hyco' and prints ready-to-paste connection strings.",
@@ -94,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     expose = commands.add_parser(
         "expose",
-        parents=[verbosity],
+        parents=[verbosity, long_running],
         help="make local TCP services or an HTTP server reachable through a hybrid connection",
         description="Listen on the hybrid connection and carry each sender's connection to one "
         "of the named targets; nothing else is reachable. With --http, be a reverse proxy "
@@ -130,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     agent = commands.add_parser(
         "agent",
-        parents=[verbosity],
+        parents=[verbosity, long_running],
         help="run many tunnels (expose, expose --http, forward, serve) from one file",
         description="Run every [[expose]], [[forward]] and [[serve]] entry of a TOML file in "
         "this process, each with its own connection string (${NAME} reads the environment). "
@@ -145,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     forward = commands.add_parser(
         "forward",
-        parents=[verbosity],
+        parents=[verbosity, long_running],
         help="carry local TCP connections to a target exposed elsewhere",
         description="Bind a local port (or use stdin/stdout) and carry each connection through "
         "the hybrid connection to the target 'hyco expose' offers under that name.",
@@ -160,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     listen = commands.add_parser(
         "listen",
-        parents=[verbosity],
+        parents=[verbosity, long_running],
         help="listen on a hybrid connection: echo or print what arrives",
         description="Stay online, accept every sender and answer HTTP: echo (default) sends "
         "messages and request bodies back; --print only shows them.",
@@ -198,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        parents=[verbosity],
+        parents=[verbosity, long_running],
         help="serve an ASGI app (FastAPI, Starlette, Django) through a hybrid connection",
         description="Run an ASGI 3 app behind the relay: its routes answer as if it were "
         "mounted at the hybrid connection's path.",

@@ -21,7 +21,7 @@ import anyio.from_thread
 import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from hyco_core import HycoError, ListenerStatusChanged
+from hyco_core import HycoError, ListenerObserver, ListenerStatusChanged
 from hyco_transports.anyio import (
     AcceptContext,
     HttpRequest,
@@ -52,9 +52,11 @@ async def run_listen(
     out: TextIO,
     on_status: Callable[[ListenerStatusChanged], None] | None = None,
     drain_timeout: float = 10.0,
+    observer: ListenerObserver | None = None,
 ) -> None:
     """Stay online until cancelled, echoing or printing every message and HTTP request;
-    ``on_status`` hears each change of the listener's status after it is printed.
+    ``on_status`` hears each change of the listener's status after it is printed, ``observer``
+    what the listener counts.
 
     Cancelled, it drains: requests arriving get 503, those under way and the open connections
     get ``drain_timeout`` seconds to finish. Raises the relay's reason when the listener ends
@@ -95,6 +97,7 @@ async def run_listen(
         request_handler=on_request,
         on_status=print_status,
         drain_timeout=drain_timeout,
+        observer=observer,
     )
     await serve_until_cancelled(listener, work, drain_timeout=drain_timeout)
 

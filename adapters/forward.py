@@ -22,7 +22,13 @@ import anyio
 import anyio.abc
 from anyio.streams.stapled import StapledByteStream
 
-from hyco_core import ConnectionClosed, HycoError, ListenerStatusChanged, RelayError
+from hyco_core import (
+    ConnectionClosed,
+    HycoError,
+    ListenerObserver,
+    ListenerStatusChanged,
+    RelayError,
+)
 from hyco_transports.anyio import AcceptContext, Listener, WebSocket, connect
 
 from .draining import WorkUnderWay, serve_until_cancelled
@@ -155,14 +161,16 @@ async def expose(
     connect_timeout: float = 10.0,
     on_status: Callable[[ListenerStatusChanged], None] | None = None,
     drain_timeout: float = 10.0,
+    observer: ListenerObserver | None = None,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the targets through the hybrid connection until cancelled.
 
     ``task_status.started()`` is called once the listener is online; ``on_status`` hears each
-    change of its status. Cancelled, it drains: new senders are refused with 503, and the
-    connections under way get ``drain_timeout`` seconds to end before they are closed. Raises
-    the relay's reason when the listener ends for good (the hybrid connection was deleted).
+    change of its status, ``observer`` what the listener counts. Cancelled, it drains: new
+    senders are refused with 503, and the connections under way get ``drain_timeout`` seconds
+    to end before they are closed. Raises the relay's reason when the listener ends for good
+    (the hybrid connection was deleted).
     """
     work = WorkUnderWay()
     allowed = targets if isinstance(targets, Mapping) else {t.name: t for t in targets}
@@ -199,6 +207,7 @@ async def expose(
         connection_handler=serve,
         on_status=on_status,
         drain_timeout=drain_timeout,
+        observer=observer,
     )
     names = ", ".join(f"{t.name} -> {t.host}:{t.port}" for t in allowed.values())
     logger.info("exposing %s", names)

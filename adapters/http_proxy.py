@@ -61,6 +61,7 @@ from hyco_core import (
     ConnectionClosed,
     ConnectionLostError,
     HycoError,
+    ListenerObserver,
     LocalProtocolError,
     RemoteEndpoint,
     split_request_target,
@@ -598,6 +599,7 @@ async def expose_http(
     max_connections: int = 100,
     ssl_context: ssl.SSLContext | None = None,
     drain_timeout: float = 10.0,
+    observer: ListenerObserver | None = None,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the hybrid connection as a reverse proxy to ``upstream`` until cancelled, and then
@@ -605,7 +607,8 @@ async def expose_http(
 
     ``upstream`` is an ``http://`` or ``https://`` URL (checked by :func:`parse_upstream`,
     which raises :class:`InvalidUpstreamError`); its path is the base every request lands
-    under. ``on_status`` hears each change of the listener's status. ``task_status.started()``
+    under. ``on_status`` hears each change of the listener's status, ``observer`` what it does
+    (see :class:`~hyco_core.ListenerObserver`). ``task_status.started()``
     is called once the listener is online; the relay's reason is raised when the listener ends
     for good (the hybrid connection was deleted).
 
@@ -640,6 +643,7 @@ async def expose_http(
         request_handler=proxy.answer,
         on_status=on_status,
         drain_timeout=drain_timeout,
+        observer=observer,
     )
     async with proxy:
         logger.info("proxying %s to %s", endpoint.http_url, target.url)

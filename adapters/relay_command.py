@@ -25,7 +25,7 @@ from hyco_relay.tls import (
 )
 
 from ._cli_errors import bind_failure, exit_code_after
-from .vitals import Vitals
+from .long_running import Running
 
 __all__ = ["describe_relay", "run_relay"]
 
@@ -35,8 +35,9 @@ _RELOAD_INTERVAL = 1.0
 _SHOWN_ENTITIES = 10
 
 
-def run_relay(arguments: argparse.Namespace, out: TextIO, vitals: Vitals) -> int:
-    """Run the relay until a signal; it is a part of ``vitals``, up while it accepts."""
+def run_relay(arguments: argparse.Namespace, out: TextIO, command: Running) -> int:
+    """Run the relay until a signal; it is a part of the command's vitals, up while it
+    accepts, and its figures go to the command's metrics."""
     watcher: ConfigWatcher[RelayConfig] | None = (
         ConfigWatcher(arguments.config) if arguments.config else None
     )
@@ -44,7 +45,7 @@ def run_relay(arguments: argparse.Namespace, out: TextIO, vitals: Vitals) -> int
     config = _with_overrides(config, arguments)
     context, notes = _tls(arguments, config)
     try:
-        stopped_by = anyio.run(_serve, config, context, notes, watcher, arguments, out, vitals)
+        stopped_by = anyio.run(_serve, config, context, notes, watcher, arguments, out, command)
     except HycoError:
         raise
     except OSError as error:  # binding the listening socket
@@ -108,14 +109,17 @@ async def _serve(
     watcher: ConfigWatcher[RelayConfig] | None,
     arguments: argparse.Namespace,
     out: TextIO,
-    vitals: Vitals,
+    command: Running,
 ) -> signal.Signals:
     """Serve until a signal; return it."""
+    vitals = command.vitals
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (
             serve_relay(config, ssl_context=context) as relay,
             anyio.create_task_group() as tasks,
         ):
+            if command.metrics is not None:
+                command.metrics.count_relay(relay.registry.counts)
             print(describe_relay(relay), file=out, flush=True)
             if notes:
                 print(f"\n{notes}", file=out, flush=True)

@@ -132,6 +132,9 @@ from .messages import (
     reason_phrase,
 )
 
+# What a listener reports for metrics.
+from .observer import ListenerObserver, Traffic
+
 # SAS tokens: creating and reading them.
 from .sas import (
     SAS_PREFIX,
@@ -202,6 +205,7 @@ __all__ = [
     "InvalidUrlError",
     "KeepAlive",
     "ListenerLifecycle",
+    "ListenerObserver",
     "ListenerStatus",
     "ListenerStatusChanged",
     "ListenerSupervisor",
@@ -235,6 +239,7 @@ __all__ = [
     "TextCollector",
     "TokenRenewalDue",
     "TooManyRequestsError",
+    "Traffic",
     "UnknownContentIgnored",
     "UnknownMessage",
     "WebSocketChannel",

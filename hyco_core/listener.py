@@ -53,6 +53,7 @@ from .handling import AcceptContext
 from .http import fits_inline
 from .lifecycle import ListenerLifecycle
 from .messages import Accept, Request
+from .observer import ListenerObserver
 from .timing import Backoff, KeepAlive
 from .uris import create_relay_listen_uri
 
@@ -82,10 +83,13 @@ class DefaultAnswer:
 class OfferSender:
     """Run the accept handler for this sender with :meth:`context`, unless ``refusal`` already
     decides (the listener is closing); then open
-    :meth:`ListenerSupervisor.rendezvous_channel`."""
+    :meth:`ListenerSupervisor.rendezvous_channel`, and report how that went with
+    :meth:`ListenerSupervisor.rendezvous_opened` or :meth:`ListenerSupervisor.rendezvous_failed`.
+    ``offered_at`` is when the relay's offer arrived."""
 
     accept: Accept
     refusal: tuple[int, str] | None
+    offered_at: float
 
     def context(self) -> AcceptContext:
         """What the accept handler sees, rejected already when ``refusal`` is set. Raises
@@ -181,8 +185,11 @@ class ListenerSupervisor:
         serves_http: bool,
         keepalive: KeepAlive | None = None,
         backoff: Backoff | None = None,
+        observer: ListenerObserver | None = None,
     ) -> None:
         self.tracking_id = tracking_id
+        self.observer = observer if observer is not None else ListenerObserver()
+        """Told of each sender's outcome and each reconnection (see :mod:`hyco_core.observer`)."""
         self._serves_http = serves_http
         self._lifecycle = ListenerLifecycle(backoff if backoff is not None else Backoff(jitter=0.1))
         keepalive = keepalive if keepalive is not None else KeepAlive()
@@ -258,10 +265,11 @@ class ListenerSupervisor:
         when the listener's life is over (:attr:`last_error` says why, unless it was closed)."""
         if self._closing:
             return None
-        return self._lifecycle.lost(
-            error or ConnectionLostError("the relay closed the control channel"),
-            random_fraction=random_fraction,
-        )
+        cause = error or ConnectionLostError("the relay closed the control channel")
+        delay = self._lifecycle.lost(cause, random_fraction=random_fraction)
+        if delay is not None:
+            self.observer.reconnecting(cause)
+        return delay
 
     def close(self) -> bool:
         """The program closes the listener; ``True`` the first time. Close the control channel
@@ -280,13 +288,13 @@ class ListenerSupervisor:
 
     # -- the work the relay announces --------------------------------------------------------
 
-    def dispatch(self, event: Event) -> Work | None:
-        """What to do with an event of the control channel; ``None`` for the events that are
-        not work (the channel's own, and ignored content)."""
+    def dispatch(self, event: Event, *, now: float) -> Work | None:
+        """What to do with an event of the control channel, arrived at ``now``; ``None`` for the
+        events that are not work (the channel's own, and ignored content)."""
         if isinstance(event, AcceptRequested):
             closing = self.CLOSING
             refusal = (closing.status, closing.reason or "") if self._closing else None
-            return OfferSender(event.accept, refusal)
+            return OfferSender(event.accept, refusal, now)
         if isinstance(event, RequestReceived):
             self._unanswered += 1
             return AnswerRequest(event.request, event.body or b"", self.default_answer())
@@ -329,6 +337,19 @@ class ListenerSupervisor:
             nonce=nonce,
             config=self.rendezvous_config,
         )
+
+    def rendezvous_opened(self, work: OfferSender, context: AcceptContext, *, now: float) -> None:
+        """The rendezvous of :meth:`rendezvous_channel` for ``context`` opened at ``now``: the
+        sender's WebSocket is open, or its rejection delivered."""
+        if context.rejection is not None:
+            self.observer.sender_rejected(context.rejection[0])
+        else:
+            self.observer.sender_accepted(now - work.offered_at)
+
+    def rendezvous_failed(self, error: HycoError) -> None:
+        """The offered sender cannot be answered: the relay's address was unusable, or its
+        rendezvous did not open."""
+        self.observer.sender_failed(error)
 
     @staticmethod
     def answers_inline(body: bytes | None) -> bool:

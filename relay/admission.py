@@ -136,12 +136,16 @@ def half_the_descriptors() -> int:
     return 0 if soft == resource.RLIM_INFINITY else max(1, soft // 2)
 
 
+TOO_MANY_CONNECTIONS = 429
+"""The status :func:`turn_away` answers with."""
+
+
 async def turn_away(stream: anyio.abc.SocketStream, secure: bool) -> None:
     """Answer a client over its address's connection cap with 429 before its request is read
     (holding the connection open to read one is what the cap prevents; on TLS, the handshake
     too), then close."""
     refusal = Refusal(
-        429,
+        TOO_MANY_CONNECTIONS,
         "Too many connections from this address: close some, or ask the relay's operator to "
         "raise max_connections_per_address",
     )

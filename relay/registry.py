@@ -1,13 +1,14 @@
 """The registry: the listeners of every entity, the rendezvous announced to them, each
-entity's counters, and the subscribers told when a listener comes or goes."""
+entity's counters, the refusals, and the subscribers told when a listener comes or goes."""
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Collection, Iterator
+from collections import Counter
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 import anyio
@@ -40,10 +41,36 @@ class Listener:
 
 @dataclass
 class EntityStats:
+    """An entity's counters since the relay started, and its relayed WebSockets open now
+    (``senders``). ``bytes_in`` went from senders to listeners, ``bytes_out`` back: WebSocket
+    message payloads and HTTP bodies."""
+
     connections: int = 0
     requests: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    senders: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EntityCounts:
+    """One entity's figures at a moment: :class:`EntityStats` with its listeners and the senders
+    waiting for one of them to open their rendezvous."""
+
+    namespace: str
+    entity: str
+    listeners: int
+    pending_rendezvous: int
+    stats: EntityStats
+
+
+@dataclass(frozen=True, slots=True)
+class RelayCounts:
+    """The relay's figures at a moment, for metrics: each entity's that has had a listener or
+    traffic, and the refusals by status (every error answer the relay gave)."""
+
+    entities: tuple[EntityCounts, ...]
+    refusals: Mapping[int, int]
 
 
 def registry_key(namespace: NamespaceConfig, entity: EntityConfig) -> tuple[str, str]:
@@ -61,6 +88,7 @@ class Registry:
         self.accepts: dict[tuple[str, str, str], PendingAccept] = {}
         self.exchanges: dict[str, tuple[Listener, HttpExchange]] = {}
         self._stats: dict[tuple[str, str], EntityStats] = {}
+        self._refusals: Counter[int] = Counter()
         # (namespace, entity or "" for all) and the stream of each presence subscriber
         self._presence: list[tuple[tuple[str, str], MemoryObjectSendStream[str]]] = []
         self._random = random.SystemRandom()
@@ -86,6 +114,28 @@ class Registry:
                 "bytes_out": counters.bytes_out,
             }
         return {"entities": entities, "pending_rendezvous": len(self.accepts)}
+
+    def refused(self, status: int) -> None:
+        """Count a refusal the relay answered with ``status``."""
+        self._refusals[status] += 1
+
+    def counts(self) -> RelayCounts:
+        """The figures of every entity, and the refusals. Safe to call from another thread
+        while the relay runs: each table is copied in one step (under the interpreter's lock),
+        and the figures are read from the copies."""
+        pending = Counter((space, entity) for space, entity, _ in list(self.accepts))
+        listeners = dict(self.listeners)
+        entities = tuple(
+            EntityCounts(
+                namespace=space,
+                entity=entity,
+                listeners=len(listeners.get((space, entity), ())),
+                pending_rendezvous=pending[space, entity],
+                stats=replace(counters),
+            )
+            for (space, entity), counters in sorted(dict(self._stats).items())
+        )
+        return RelayCounts(entities=entities, refusals=dict(self._refusals))
 
     def pick(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -13,15 +14,21 @@ from hyco_core import Event, Response
 from hyco_core.service import HttpServer, IncomingRequest
 from hyco_transports.pump import ChannelSocket
 
+if TYPE_CHECKING:
+    from .registry import EntityStats
+
 
 @dataclass(eq=False, slots=True)
 class OneWay:
     """One direction of a relayed WebSocket: the task of the connection it reads from pumps
-    it, so a relayed connection costs the relay no task beyond the two connections' own."""
+    it, so a relayed connection costs the relay no task beyond the two connections' own.
+    ``sender_of`` is the entity's counters when the source is the sender: its ``senders``
+    counts this connection while it is pumped."""
 
     source: ChannelSocket
     target: ChannelSocket
     forward: Callable[[Event], Awaitable[None]]
+    sender_of: EntityStats | None = None
 
 
 @dataclass(eq=False, slots=True)

@@ -33,10 +33,16 @@ import anyio.abc
 from anyio.streams.tls import TLSStream
 
 from hyco_core import RemoteEndpoint, RemoteProtocolError
-from hyco_core.service import HttpServer, InvalidRequestError
+from hyco_core.service import HttpServer, IncomingRequest, InvalidRequestError
 from hyco_transports.pump import STREAM_ERRORS, Clock
 
-from .admission import Admission, ConnectionRates, half_the_descriptors, turn_away
+from .admission import (
+    TOO_MANY_CONNECTIONS,
+    Admission,
+    ConnectionRates,
+    half_the_descriptors,
+    turn_away,
+)
 from .config import (
     NamespaceConfig,
     PublicAddress,
@@ -180,7 +186,7 @@ class Relay:
                 with anyio.fail_after(HEAD_TIMEOUT):
                     request = await read_head(stream, http)
             except InvalidRequestError as error:
-                await refuse(stream, http, None, unreadable(error), self.config.write_timeout)
+                await self._refuse(stream, http, None, unreadable(error))
                 return None
             except (TimeoutError, RemoteProtocolError, *STREAM_ERRORS):
                 return None
@@ -191,9 +197,9 @@ class Relay:
             self._admit_client(remote)
             return await route(self, stream, http, request, remote)
         except Refusal as refusal:
-            await refuse(stream, http, request, refusal, self.config.write_timeout)
+            await self._refuse(stream, http, request, refusal)
         except InvalidRequestError as error:  # a later request on the connection
-            await refuse(stream, http, None, unreadable(error), self.config.write_timeout)
+            await self._refuse(stream, http, None, unreadable(error))
         except Exception as error:
             if ended_by_peer(error):
                 # A client that went away, stalled or broke HTTP mid-way (a cut body, a
@@ -204,6 +210,16 @@ class Relay:
                 # on.
                 logger.exception("connection for %s ended by an error", loggable(request.target))
         return None
+
+    async def _refuse(
+        self,
+        stream: anyio.abc.ByteStream,
+        http: HttpServer,
+        request: IncomingRequest | None,
+        refusal: Refusal,
+    ) -> None:
+        self.registry.refused(refusal.status)
+        await refuse(stream, http, request, refusal, self.config.write_timeout)
 
     def _admit_client(self, remote: RemoteEndpoint | None) -> None:
         self._connection_rates.admit(remote, self.config)
@@ -233,6 +249,7 @@ async def serve_relay(
         address = remote.address if remote is not None else None
         cap = relay.config.max_connections_per_address
         if not relay._admission.enter(address, default_cap if cap is None else cap):
+            relay.registry.refused(TOO_MANY_CONNECTIONS)
             await turn_away(stream, ssl_context is not None)
             return
         try:

@@ -151,7 +151,8 @@ async def _join(relay: RelayContext, sender_side: Incoming, pending: PendingAcce
     pending.listener_way = OneWay(
         listener, sender, _forwarder(listener, sender, stats, False, limits[1])
     )
-    return OneWay(sender, listener, _forwarder(sender, listener, stats, True, limits[0]))
+    forward = _forwarder(sender, listener, stats, True, limits[0])
+    return OneWay(sender, listener, forward, sender_of=stats)
 
 
 def _forwarder(
@@ -179,7 +180,9 @@ def _forwarder(
                 await source.flush()
                 await target.flush()
                 return
-            size = len(event.data)
+            # Bytes, as on the wire: a text piece counts as its UTF-8.
+            data = event.data
+            size = len(data) if isinstance(data, bytes) else len(data.encode())
             if inbound:
                 stats.bytes_in += size
             else:
@@ -198,6 +201,8 @@ def _forwarder(
 async def pump_one_way(way: OneWay) -> None:
     """Pass one side's frames to the other until that side has closed. Should this end any
     other way, the other side hears it (1001 when the relay stops, else 1011)."""
+    if way.sender_of is not None:
+        way.sender_of.senders += 1
     try:
         await way.source.run(way.forward)
     except anyio.get_cancelled_exc_class():
@@ -206,6 +211,9 @@ async def pump_one_way(way: OneWay) -> None:
     except BaseException:
         await _close_other_side(way.target, 1011, "The relay lost the other side")
         raise
+    finally:
+        if way.sender_of is not None:
+            way.sender_of.senders -= 1
 
 
 async def _close_other_side(target: ChannelSocket, code: int, reason: str) -> None:

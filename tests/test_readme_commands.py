@@ -123,6 +123,8 @@ CHECKS: dict[str, Serves | Finishes | CoveredBy] = {
     "hyco agent --config hyco.toml --check": CoveredBy(
         "tests/adapters/test_agent.py::test_every_kind_of_entry_runs_and_a_reload_restarts_only_what_changed"
     ),
+    # README.md: metrics and health
+    "hyco listen --metrics-addr 127.0.0.1:9464 --log-format json": Serves("listener online", True),
     'ssh -o ProxyCommand="hyco forward --target ssh --stdio" user@anything': CoveredBy(
         "tests/adapters/test_forward.py::test_an_ssh_style_session_through_the_command_line"
     ),

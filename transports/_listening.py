@@ -1,6 +1,6 @@
 """What the listeners of every transport share beside the kernel's supervisor: what a listener
-holds, the request a handler sees, the head of the answer it gives, and telling the program of
-status changes."""
+holds, the request a handler sees, the head of the answer it gives, telling the program of
+status changes, and what its observer hears of HTTP exchanges."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from hyco_core import (
     Headers,
     HycoError,
     KeepAlive,
+    ListenerObserver,
     ListenerStatus,
     ListenerStatusChanged,
     ListenerSupervisor,
@@ -31,7 +32,14 @@ from hyco_core import (
 
 from .auth import RelayEndpoint
 
-__all__ = ["AnyResponse", "ListenerBase", "RequestInfo", "head_of", "tell_status"]
+__all__ = [
+    "AnyResponse",
+    "ListenerBase",
+    "RequestInfo",
+    "head_of",
+    "payload_size",
+    "tell_status",
+]
 
 _CLOSED = (1001, "the listener is closed")
 
@@ -54,9 +62,12 @@ class ListenerBase:
         keepalive: KeepAlive | None,
         tracking_id: str | None,
         max_message_size: int,
+        observer: ListenerObserver | None,
     ) -> None:
         self.endpoint = endpoint
         self._on_status = on_status
+        # None unless given: the sockets check it on every message, which costs nothing then.
+        self._observer = observer
         self._ssl_context = ssl_context
         self._max_message_size = max_message_size
         self._supervisor = ListenerSupervisor(
@@ -67,6 +78,7 @@ class ListenerBase:
             serves_http=serves_http,
             keepalive=keepalive,
             backoff=backoff,
+            observer=observer,
         )
         self.tracking_id = self._supervisor.tracking_id
 
@@ -88,6 +100,21 @@ class ListenerBase:
     def last_error(self) -> HycoError | None:
         return self._supervisor.last_error
 
+    def _request_arrived(self, body: bytes | None) -> None:
+        """Tell the observer of a request body that came whole."""
+        if self._observer is not None and body:
+            self._observer.received("http", len(body))
+
+    def _body_piece_arrived(self, piece: bytes) -> None:
+        if self._observer is not None and piece:
+            self._observer.received("http", len(piece))
+
+    def _answered(self, request: RequestInfo, head: Response) -> None:
+        """Tell the observer that ``request`` is answered in full with ``head``'s status."""
+        if self._observer is not None:
+            took = time.monotonic() - request.arrived_at
+            self._observer.request_answered(head.status_code, took)
+
     def _closed_error(self) -> ConnectionClosed:
         """What waiting for a connection raises once the listener is closed: 1001, caused by
         what closed it when that was a failure."""
@@ -101,7 +128,7 @@ class RequestInfo:
     """An HTTP request a sender made through the relay.
 
     ``path`` is the part after the hybrid connection's name (``/`` at least); ``deadline`` is the
-    monotonic time by which the relay wants the answer (60 s after arrival).
+    monotonic time by which the relay wants the answer (60 s after ``arrived_at``).
     """
 
     method: str
@@ -112,12 +139,14 @@ class RequestInfo:
     remote_endpoint: RemoteEndpoint | None
     deadline: float
     _body: bytes | None = field(default=None, repr=False)
+    arrived_at: float = field(default=0.0, repr=False)
 
     @classmethod
     def arrived(cls: type[R], request: Request, *, entity: str, body: bytes | None) -> R:
         """The request as it arrives now for the hybrid connection ``entity`` (``body``
         ``None``: it is streamed over the rendezvous)."""
         path, query = split_request_target(request.request_target, entity)
+        now = time.monotonic()
         return cls(
             method=request.method or "GET",
             target=request.request_target or "/",
@@ -125,8 +154,9 @@ class RequestInfo:
             query=query,
             headers=request.request_headers,
             remote_endpoint=request.remote_endpoint,
-            deadline=ListenerSupervisor.request_deadline(time.monotonic()),
+            deadline=ListenerSupervisor.request_deadline(now),
             _body=body,
+            arrived_at=now,
         )
 
     def time_left(self) -> float:
@@ -156,6 +186,11 @@ def head_of(request: Request, response: AnyResponse) -> Response:
         reason=response.reason,
         has_body=has_body,
     )
+
+
+def payload_size(data: str | bytes) -> int:
+    """The bytes a message carries on the wire: text counts as its UTF-8."""
+    return len(data) if isinstance(data, bytes) else len(data.encode())
 
 
 def tell_status(

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from hyco_core import (
     ConnectionLostError,
     HttpRendezvous,
+    ListenerObserver,
     ListenerSupervisor,
     LocalProtocolError,
     Response,
@@ -69,10 +70,12 @@ def send_response(
     head: Response,
     body: bytes | Iterable[bytes],
     logger: logging.Logger,
+    observer: ListenerObserver | None = None,
 ) -> bool:
-    """Send a response over a rendezvous; ``True`` once it is all out. If the sender is gone
-    or a streamed body fails, the rendezvous is closed without the final frame, so the sender
-    sees a cut, never a truncated body that looks complete."""
+    """Send a response over a rendezvous; ``True`` once it is all out, its body told to
+    ``observer`` piece by piece. If the sender is gone or a streamed body fails, the rendezvous
+    is closed without the final frame, so the sender sees a cut, never a truncated body that
+    looks complete."""
     try:
         rendezvous.call(lambda channel: channel.send_response(head))
         if not head.body:
@@ -80,12 +83,16 @@ def send_response(
         if isinstance(body, bytes):
             for piece, final in body_pieces(body):
                 rendezvous.call(_body_piece(piece, final))
+                if observer is not None and piece:
+                    observer.sent("http", len(piece))
             return True
         pieces = iter(body)
         try:
             for piece in pieces:
                 if piece:
                     rendezvous.call(_body_piece(piece, False))
+                    if observer is not None:
+                        observer.sent("http", len(piece))
         finally:
             # Closed here, not left to the garbage collector: a producer learns at once that
             # nobody reads it any more.

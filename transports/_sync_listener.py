@@ -29,6 +29,7 @@ from hyco_core import (
     HycoError,
     InvalidUrlError,
     KeepAlive,
+    ListenerObserver,
     ListenerStatus,
     ListenerStatusChanged,
     ListenerSupervisor,
@@ -97,6 +98,9 @@ class Listener(ListenerBase):
     closed with 1001 (going away), and every worker is joined; what is still under way after
     ``drain_timeout`` seconds is cut (a sender sees an error, never a truncated body passed off
     as whole).
+
+    ``observer`` hears each sender's outcome, each HTTP answer, the bytes each way and each
+    reconnection (see :class:`~hyco_core.ListenerObserver`).
     """
 
     _backend: ClassVar[Backend]
@@ -116,6 +120,7 @@ class Listener(ListenerBase):
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         accept_queue: int = 16,
         drain_timeout: float = ListenerSupervisor.REQUEST_TIMEOUT,
+        observer: ListenerObserver | None = None,
     ) -> None:
         backend = self._backend
         super().__init__(
@@ -127,6 +132,7 @@ class Listener(ListenerBase):
             keepalive=keepalive,
             tracking_id=tracking_id,
             max_message_size=max_message_size,
+            observer=observer,
         )
         self._drain_timeout = drain_timeout
         self._accept_handler = accept_handler
@@ -301,7 +307,7 @@ class Listener(ListenerBase):
                 closed.append(event)
                 return
             with self._lock:
-                work = self._supervisor.dispatch(event)
+                work = self._supervisor.dispatch(event, now=time.monotonic())
             if isinstance(work, OfferSender):
                 self._workers.spawn(self._handle_accept, work)
             elif isinstance(work, AnswerRequest):
@@ -346,10 +352,13 @@ class Listener(ListenerBase):
     def _handle_accept(self, work: OfferSender) -> None:
         logger = self._backend.logger
         accept = work.accept
+        supervisor = self._supervisor
         try:
             context = work.context()
         except InvalidUrlError as error:  # the relay's address is unusable: nothing to answer
             logger.warning("could not complete the rendezvous for %s: %s", accept.id, error)
+            with self._lock:
+                supervisor.rendezvous_failed(error)
             return
         if work.refusal is None and self._accept_handler is not None:
             try:
@@ -358,19 +367,27 @@ class Listener(ListenerBase):
                 logger.exception("the accept handler failed; rejecting with 502")
                 context.reject(*ListenerSupervisor.ACCEPT_HANDLER_FAILED)
         try:
-            channel = self._supervisor.rendezvous_channel(
+            channel = supervisor.rendezvous_channel(
                 context, now=time.monotonic(), nonce=os.urandom(16)
             )
             accepted, opened, leftover = self._open(accept.address, channel)
         except HycoError as error:
             logger.warning("could not complete the rendezvous for %s: %s", accept.id, error)
+            with self._lock:
+                supervisor.rendezvous_failed(error)
             return
+        with self._lock:
+            supervisor.rendezvous_opened(work, context, now=time.monotonic())
         if isinstance(channel, RejectChannel):
             accepted.close_socket()
             return
         assert opened is not None
         websocket = WebSocket(
-            accepted, opened, max_message_size=self._max_message_size, accept=accept
+            accepted,
+            opened,
+            max_message_size=self._max_message_size,
+            accept=accept,
+            observer=self._observer,
         )
         with self._lock:
             self._websockets.add(websocket)
@@ -424,24 +441,32 @@ class Listener(ListenerBase):
     def _answer_inline(self, control: Pump[ControlChannel], work: AnswerRequest) -> None:
         request = work.request
         try:
-            response = self._respond(self._http_request(request, body=work.body), work.default)
+            http_request = self._http_request(request, body=work.body)
+            response = self._respond(http_request, work.default)
             inline = response.body if isinstance(response.body, bytes) else None
             if self._supervisor.answers_inline(inline):
                 head = head_of(request, response)
                 answer = inline or b""
 
-                def send(channel: ControlChannel) -> None:
-                    if channel.state is ChannelState.OPEN:
-                        channel.send_response(head, answer)
+                def send(channel: ControlChannel) -> bool:
+                    if channel.state is not ChannelState.OPEN:
+                        return False
+                    channel.send_response(head, answer)
+                    return True
 
-                control.call(send)
+                if control.call(send):
+                    if self._observer is not None and answer:
+                        self._observer.sent("http", len(answer))
+                    self._answered(http_request, head)
                 return
             # Too big for the control channel: answer over a rendezvous, which the relay then
             # uses for this sender's later requests. Once it is open, the request is answered.
             opened = self._open_rendezvous(request.address, request)
             if opened is not None:
                 rendezvous, leftover = opened
-                self._workers.spawn(self._send_response, rendezvous, request, response)
+                self._workers.spawn(
+                    self._send_response, rendezvous, request, http_request, response
+                )
                 self._workers.spawn(self._run_rendezvous, rendezvous, leftover)
         finally:
             with self._lock:
@@ -490,6 +515,7 @@ class Listener(ListenerBase):
                     self._answer_on_rendezvous, rendezvous, event.request, http_request, default
                 )
             elif isinstance(event, RequestBodyReceived) and pieces is not None:
+                self._body_piece_arrived(event.data)
                 if event.data:
                     pieces.put(event.data)
                 if event.final:
@@ -515,14 +541,18 @@ class Listener(ListenerBase):
         response = self._respond(http_request, default)
         if http_request._pieces is not None:
             http_request._pieces.discard()
-        self._send_response(rendezvous, request, response)
+        self._send_response(rendezvous, request, http_request, response)
 
     def _send_response(
-        self, rendezvous: Pump[HttpRendezvous], request: Request, response: HttpResponse
+        self,
+        rendezvous: Pump[HttpRendezvous],
+        request: Request,
+        http_request: HttpRequest,
+        response: HttpResponse,
     ) -> None:
-        if send_response(
-            rendezvous, head_of(request, response), response.body, self._backend.logger
-        ):
+        head = head_of(request, response)
+        if send_response(rendezvous, head, response.body, self._backend.logger, self._observer):
+            self._answered(http_request, head)
             self._retire_if_idle(rendezvous)
 
     def _retire_if_idle(self, rendezvous: Pump[HttpRendezvous]) -> None:
@@ -559,6 +589,7 @@ class Listener(ListenerBase):
     ) -> HttpRequest:
         http_request = HttpRequest.arrived(request, entity=self.endpoint.path, body=body)
         http_request._pieces = pieces
+        self._request_arrived(body)
         return http_request
 
 

@@ -18,6 +18,7 @@ from hyco_core import (
     Event,
     Headers,
     KeepAlive,
+    ListenerObserver,
     LocalProtocolError,
     MessageAssembly,
     MessageReceived,
@@ -29,6 +30,7 @@ from hyco_core import (
     sender_channel,
 )
 
+from ._listening import payload_size
 from ._sync_io import (
     Backend,
     Mailbox,
@@ -60,8 +62,10 @@ class WebSocket:
         *,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         accept: Accept | None = None,
+        observer: ListenerObserver | None = None,
     ) -> None:
         self._pump = pump
+        self._observer = observer
         self.subprotocol = opened.subprotocol
         self.accept = accept
         self._max_message_size = max_message_size
@@ -86,6 +90,8 @@ class WebSocket:
         except LocalProtocolError:
             closed = self._closed_error()
             raise closed from closed.__cause__
+        if self._observer is not None:
+            self._observer.sent("websocket", payload_size(data))
 
     def recv(self, timeout: float | None = None) -> str | bytes:
         """The next whole message.
@@ -152,6 +158,8 @@ class WebSocket:
                     self._pump.call(closer(*MessageAssembly.TOO_BIG), wait=False)
                     return
                 if whole is not None:
+                    if self._observer is not None:
+                        self._observer.received("websocket", payload_size(whole))
                     self._messages.put(whole)
             elif isinstance(event, ChannelClosed):
                 self._closed = event

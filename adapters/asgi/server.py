@@ -23,8 +23,9 @@ from hyco_adapters.hosting import (
     import_app,
     run_worker_processes,
 )
+from hyco_adapters.log_format import LogFormat, configure_logging
 from hyco_adapters.vitals import Vitals
-from hyco_core import Headers, HycoError, parse_relay_url
+from hyco_core import Headers, HycoError, ListenerObserver, parse_relay_url
 from hyco_transports.anyio import AcceptContext, HttpRequest, HttpResponse, Listener, WebSocket
 from hyco_transports.auth import RelayEndpoint
 
@@ -56,8 +57,10 @@ class Server:
         shutdown_timeout: float,
         ssl_context: ssl.SSLContext | None,
         on_status: StatusHandler | None,
+        observer: ListenerObserver | None = None,
     ) -> None:
         self._app = app
+        self._observer = observer
         self._endpoint = endpoint
         prefix = ("/" + endpoint.path) if root_path is None else root_path
         self._root_path = prefix.rstrip("/")
@@ -117,6 +120,7 @@ class Server:
                     request_handler=self._handle_request,
                     on_status=self._fate,
                     ssl_context=self._ssl_context,
+                    observer=self._observer,
                 )
                 try:
                     async with listener:
@@ -291,6 +295,7 @@ async def serve(
     shutdown_timeout: float = 10.0,
     ssl_context: ssl.SSLContext | None = None,
     on_status: StatusHandler | None = None,
+    observer: ListenerObserver | None = None,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on a hybrid connection until cancelled.
@@ -301,7 +306,8 @@ async def serve(
     ``"off"`` skips it); a failed startup raises. Then the listener opens (failing fast with a
     typed error) and ``task_status.started()`` is called. ``root_path`` defaults to
     ``/{hybrid connection}``; give ``""`` to route on the full request path instead.
-    ``on_status`` sees each change of the listener's status.
+    ``on_status`` sees each change of the listener's status, ``observer`` what the listener
+    counts.
 
     When cancelled (or when the hybrid connection is deleted, which raises its error), the
     listener closes (requests arriving meanwhile get 503 with ``Retry-After``, and it goes
@@ -319,6 +325,7 @@ async def serve(
         shutdown_timeout=shutdown_timeout,
         ssl_context=ssl_context,
         on_status=on_status,
+        observer=observer,
     )
     failure: Exception | None = None
     async with anyio.create_task_group() as watcher:
@@ -351,6 +358,7 @@ def run(
     root_path: str | None = None,
     shutdown_timeout: float = 10.0,
     on_status: StatusHandler | None = None,
+    observer: ListenerObserver | None = None,
     backend: str = "asyncio",
     vitals: Vitals | None = None,
 ) -> signal.Signals | None:
@@ -368,6 +376,7 @@ def run(
         "root_path": root_path,
         "shutdown_timeout": shutdown_timeout,
         "on_status": on_status,
+        "observer": observer,
     }
     stopped = Stopped(vitals.stopping if vitals is not None else None)
     anyio.run(
@@ -440,14 +449,16 @@ def serve_workers(
     shutdown_timeout: float = 10.0,
     on_status: StatusHandler | None = None,
     on_stop: Callable[[], None] | None = None,
+    log_format: LogFormat = "text",
 ) -> signal.Signals | None:
     """Run ``workers`` processes, each serving the app as one more listener on the same hybrid
     connection (the relay spreads senders across listeners; at most 25 per hybrid connection).
 
     Processes are spawned: each imports the app afresh, and gets its own copy of ``on_status``,
-    which must be picklable. SIGINT or SIGTERM stops them in order (``on_stop`` is called as it
-    arrives), and is returned, as :func:`run` does; if one exits on its own with an error, the
-    others are stopped and :class:`HycoError` raised.
+    which must be picklable; ``log_format`` is how they write their log lines. SIGINT or
+    SIGTERM stops them in order (``on_stop`` is called as it arrives), and is returned, as
+    :func:`run` does; if one exits on its own with an error, the others are stopped and
+    :class:`HycoError` raised.
     """
     options: dict[str, Any] = {
         "path": path,
@@ -459,7 +470,7 @@ def serve_workers(
     level = logging.getLogger().getEffectiveLevel()
     return run_worker_processes(
         _worker,
-        (import_string, connection_string, options, level),
+        (import_string, connection_string, options, level, log_format),
         workers,
         shutdown_timeout=shutdown_timeout,
         on_stop=on_stop,
@@ -467,9 +478,17 @@ def serve_workers(
 
 
 def _worker(
-    import_string: str, connection_string: str, options: dict[str, Any], level: int, number: int
+    import_string: str,
+    connection_string: str,
+    options: dict[str, Any],
+    level: int,
+    log_format: LogFormat,
+    number: int,
 ) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s [%(process)d] %(name)s: %(message)s")
+    if log_format == "json":
+        configure_logging(level, log_format)  # each line names its process
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s [%(process)d] %(name)s: %(message)s")
     try:
         run(import_string, connection_string, **options)
     except HycoError as error:

@@ -21,6 +21,7 @@ from hyco_adapters.hosting import (
     stop_on_signals,
 )
 from hyco_adapters.vitals import Vitals
+from hyco_core import ListenerObserver
 from hyco_transports.auth import RelayEndpoint
 from hyco_transports.sync import AcceptContext, HttpRequest, HttpResponse
 
@@ -66,6 +67,7 @@ class Server:
         ssl_context: ssl.SSLContext | None = None,
         on_status: StatusHandler | None = None,
         shutdown_timeout: float = 10.0,
+        observer: ListenerObserver | None = None,
     ) -> None:
         if transport not in ("sync", "gevent"):
             raise ValueError(f"transport must be 'sync' or 'gevent', not {transport!r}")
@@ -79,6 +81,7 @@ class Server:
         self.script_name = "/" + endpoint.path if script_name is None else script_name
         self._ssl_context = ssl_context
         self._shutdown_timeout = shutdown_timeout
+        self._observer = observer
         self._stop = threading.Event()
         self._online = threading.Event()
         self._fate = ListenerFate(self._stop.set, on_status)
@@ -110,6 +113,7 @@ class Server:
             on_status=self._fate,
             ssl_context=self._ssl_context,
             drain_timeout=self._shutdown_timeout,
+            observer=self._observer,
         )
         with listener:
             self._online.set()
@@ -225,6 +229,7 @@ def serve(
     on_status: StatusHandler | None = None,
     shutdown_timeout: float = 10.0,
     vitals: Vitals | None = None,
+    observer: ListenerObserver | None = None,
 ) -> signal.Signals | None:
     """Serve ``app`` on a hybrid connection until SIGINT (Ctrl-C) or SIGTERM, and return the
     signal.
@@ -233,7 +238,7 @@ def serve(
     connection; ``path`` gives it when the string has no ``EntityPath``. ``script_name``
     defaults to ``/{hybrid connection}``; give ``""`` to route on the full request path. At
     most ``workers`` requests run in the app at once; others wait for a slot. ``on_status``
-    sees each change of the listener's status.
+    sees each change of the listener's status, ``observer`` what the listener counts.
 
     On a signal the listener closes: requests arriving get 503 with ``Retry-After``, the
     responses under way get ``shutdown_timeout`` seconds to complete (then they are cut: a
@@ -251,6 +256,7 @@ def serve(
         ssl_context=ssl_context,
         on_status=on_status,
         shutdown_timeout=shutdown_timeout,
+        observer=observer,
     )
     vitals = vitals or Vitals()
     with vitals.beating_in_thread(), stop_on_signals(vitals.stopping) as stopped:

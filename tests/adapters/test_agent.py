@@ -357,3 +357,41 @@ def test_the_service_manager_hears_ready_once_every_entry_is_up_and_stopping(
             assert process.returncode == 0, err
         finally:
             stop(process)
+
+
+def test_each_entry_is_counted_and_ready_under_its_name(tmp_path: Path, relay: str) -> None:
+    from tests.adapters.test_metrics import metrics_base, scrape, value
+
+    (tmp_path / "asgi_app.py").write_text(ASGI_APP)
+    (tmp_path / "wsgi_app.py").write_text(WSGI_APP)
+    path = tmp_path / "hyco.toml"
+    path.write_text(
+        '[[serve]]\nname = "api"\nconnection_string = "${ASGI_CS}"\napp = "asgi_app:app"\n\n'
+        '[[serve]]\nconnection_string = "${WSGI_CS}"\napp = "wsgi_app:app"\nwsgi = true\n'
+    )
+    env = {"ASGI_CS": connection_string(relay, "asgi"), "WSGI_CS": connection_string(relay, "wsgi")}
+    process = start_hyco(
+        "agent", "--config", str(path), "--metrics-addr", "127.0.0.1:0", cwd=tmp_path, env=env
+    )
+    try:
+        base = metrics_base(process)
+        wait_for_lines(process, {"online: api", "online: wsgi"})
+        assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200
+        for _ in range(3):
+            assert get(env["ASGI_CS"], "/x").status_code == 200
+        assert get(env["WSGI_CS"], "/y").status_code == 200
+        samples = scrape(f"{base}/metrics")
+        assert value(samples, "hyco_listener_online", hybrid_connection="api") == 1
+        assert value(samples, "hyco_listener_online", hybrid_connection="wsgi") == 1
+        assert value(samples, "hyco_part_up", part="api") == 1
+        requests = "hyco_listener_http_requests_total"
+        assert value(samples, requests, hybrid_connection="api", status="200") == 3
+        assert value(samples, requests, hybrid_connection="wsgi", status="200") == 1
+        # The WSGI entry leaves the file: it leaves readiness too, and the rest stays ready.
+        path.write_text(path.read_text().split("\n\n")[0] + "\n")
+        wait_for_lines(process, {"reloaded"})
+        answer = httpx.get(f"{base}/readyz", timeout=10)
+        assert answer.status_code == 200, answer.text
+        assert value(scrape(f"{base}/metrics"), "hyco_part_up", part="wsgi") == 0
+    finally:
+        stop(process)

@@ -25,6 +25,7 @@ from hyco_core import (
     HycoError,
     InvalidUrlError,
     KeepAlive,
+    ListenerObserver,
     ListenerStatus,
     ListenerSupervisor,
     ListenerUnavailableError,
@@ -163,25 +164,29 @@ def test_a_listener_closed_while_connecting_does_not_go_online() -> None:
 
 def test_work_is_dispatched_and_declined_while_closing() -> None:
     listener = online(supervisor())
-    assert listener.dispatch(AcceptRequested(accept=ACCEPT)) == OfferSender(ACCEPT, None)
-    assert listener.dispatch(RequestReceived(request=REQUEST, body=b"hi")) == AnswerRequest(
-        REQUEST, b"hi", None
+    assert listener.dispatch(AcceptRequested(accept=ACCEPT), now=0.0) == OfferSender(
+        ACCEPT, None, 0.0
     )
-    assert listener.dispatch(RendezvousRequested(request=REQUEST)) == ServeRendezvous(REQUEST)
-    assert listener.dispatch(TokenRenewalDue(expires_at=100.0)) == RefreshToken()
-    assert listener.dispatch(UnknownContentIgnored(kind="x")) is None
+    assert listener.dispatch(
+        RequestReceived(request=REQUEST, body=b"hi"), now=0.0
+    ) == AnswerRequest(REQUEST, b"hi", None)
+    assert listener.dispatch(RendezvousRequested(request=REQUEST), now=0.0) == ServeRendezvous(
+        REQUEST
+    )
+    assert listener.dispatch(TokenRenewalDue(expires_at=100.0), now=0.0) == RefreshToken()
+    assert listener.dispatch(UnknownContentIgnored(kind="x"), now=0.0) is None
     listener.close()
-    assert listener.dispatch(AcceptRequested(accept=ACCEPT)) == OfferSender(
-        ACCEPT, (503, "The listener is closing")
+    assert listener.dispatch(AcceptRequested(accept=ACCEPT), now=0.0) == OfferSender(
+        ACCEPT, (503, "The listener is closing"), 0.0
     )
-    late = listener.dispatch(RequestReceived(request=REQUEST, body=None))
+    late = listener.dispatch(RequestReceived(request=REQUEST, body=None), now=0.0)
     assert late == AnswerRequest(REQUEST, b"", ListenerSupervisor.CLOSING)
     assert listener.default_answer() is ListenerSupervisor.CLOSING
 
 
 def test_a_listener_without_a_request_handler_answers_501() -> None:
     listener = online(supervisor(serves_http=False))
-    work = listener.dispatch(RequestReceived(request=REQUEST, body=b""))
+    work = listener.dispatch(RequestReceived(request=REQUEST, body=b""), now=0.0)
     assert isinstance(work, AnswerRequest)
     assert work.default is ListenerSupervisor.NOT_SERVED
     assert work.default.status == 501
@@ -189,8 +194,8 @@ def test_a_listener_without_a_request_handler_answers_501() -> None:
 
 def test_the_control_channel_closes_once_its_requests_are_answered() -> None:
     listener = online(supervisor())
-    listener.dispatch(RequestReceived(request=REQUEST, body=b""))
-    listener.dispatch(RequestReceived(request=REQUEST, body=b""))
+    listener.dispatch(RequestReceived(request=REQUEST, body=b""), now=0.0)
+    listener.dispatch(RequestReceived(request=REQUEST, body=b""), now=0.0)
     assert not listener.control_may_close
     listener.close()
     assert not listener.control_may_close
@@ -256,11 +261,11 @@ def test_no_order_of_events_breaks_the_supervisor(steps: list[str], fraction: fl
             assert listener.close() is not model.closed
             model.closed = True
         elif step == "accept":
-            work = listener.dispatch(AcceptRequested(accept=ACCEPT))
+            work = listener.dispatch(AcceptRequested(accept=ACCEPT), now=0.0)
             assert isinstance(work, OfferSender)
             assert (work.refusal is not None) is model.closed
         elif step == "request":
-            work = listener.dispatch(RequestReceived(request=REQUEST, body=b""))
+            work = listener.dispatch(RequestReceived(request=REQUEST, body=b""), now=0.0)
             assert isinstance(work, AnswerRequest)
             assert (work.default is ListenerSupervisor.CLOSING) is model.closed
             model.unanswered += 1
@@ -268,7 +273,7 @@ def test_no_order_of_events_breaks_the_supervisor(steps: list[str], fraction: fl
             model.unanswered -= 1
             assert listener.answered() is (model.closed and not model.unanswered)
         elif step == "renew":
-            assert listener.dispatch(TokenRenewalDue(expires_at=100.0)) == RefreshToken()
+            assert listener.dispatch(TokenRenewalDue(expires_at=100.0), now=0.0) == RefreshToken()
         model.statuses += [change.status for change in listener.status_changes()]
         assert listener.control_may_close is (model.closed and not model.unanswered)
         assert listener.closing is model.closed
@@ -326,19 +331,97 @@ def test_the_close_a_websockets_user_is_told_of() -> None:
 
 def test_a_senders_decision_travels_on_its_rendezvous() -> None:
     listener = online(supervisor())
-    offered = OfferSender(ACCEPT, None)
+    offered = OfferSender(ACCEPT, None, 0.0)
     context = offered.context()
     assert context.rejection is None
     accepted = listener.rendezvous_channel(context, now=0.0, nonce=bytes(16))
     assert isinstance(accepted, RelayedWebSocket)
     assert b"sb-hc-action=accept" in accepted.data_to_send()
-    refused = OfferSender(ACCEPT, (503, "The listener is closing")).context()
+    refused = OfferSender(ACCEPT, (503, "The listener is closing"), 0.0).context()
     assert refused.rejection == (503, "The listener is closing")
     rejection = listener.rendezvous_channel(refused, now=0.0, nonce=bytes(16))
     assert isinstance(rejection, RejectChannel)
     assert b"sb-hc-statusCode=503" in rejection.data_to_send()
     with pytest.raises(InvalidUrlError):
-        OfferSender(replace(ACCEPT, address="not a relay address"), None).context()
+        OfferSender(replace(ACCEPT, address="not a relay address"), None, 0.0).context()
+
+
+class Recorder(ListenerObserver):
+    """An observer writing down what it is told."""
+
+    def __init__(self) -> None:
+        self.told: list[tuple[str, object]] = []
+
+    def sender_accepted(self, waited: float) -> None:
+        self.told.append(("accepted", waited))
+
+    def sender_rejected(self, status: int) -> None:
+        self.told.append(("rejected", status))
+
+    def sender_failed(self, error: HycoError) -> None:
+        self.told.append(("failed", error))
+
+    def reconnecting(self, error: HycoError) -> None:
+        self.told.append(("reconnecting", type(error).__name__))
+
+
+def test_the_observer_hears_each_senders_outcome_where_the_supervisor_learns_it() -> None:
+    recorder = Recorder()
+    listener = ListenerSupervisor(
+        namespace="ns",
+        path="hc1",
+        secure=True,
+        tracking_id=TRACKING_ID,
+        serves_http=True,
+        observer=recorder,
+    )
+    online(listener)
+    work = listener.dispatch(AcceptRequested(accept=ACCEPT), now=10.0)
+    assert isinstance(work, OfferSender)
+    accepted = work.context()
+    listener.rendezvous_opened(work, accepted, now=10.25)
+    rejected = work.context()
+    rejected.reject(404, "no such target")
+    listener.rendezvous_opened(work, rejected, now=11.0)
+    unusable = InvalidUrlError("the relay's address is unusable")
+    listener.rendezvous_failed(unusable)
+    assert recorder.told == [("accepted", 0.25), ("rejected", 404), ("failed", unusable)]
+
+
+def test_the_observer_hears_each_reconnection_with_its_cause_but_not_the_last_loss() -> None:
+    recorder = Recorder()
+    listener = ListenerSupervisor(
+        namespace="ns",
+        path="hc1",
+        secure=True,
+        tracking_id=TRACKING_ID,
+        serves_http=True,
+        backoff=Backoff((0.0,)),
+        observer=recorder,
+    )
+    online(listener)
+    listener.lost(None, random_fraction=0.5)
+    listener.connecting()
+    listener.lost(AuthorizationError("rotated", status_code=401), random_fraction=0.5)
+    listener.connecting()
+    listener.lost(EndpointNotFoundError("gone", status_code=404), random_fraction=0.5)
+    assert recorder.told == [
+        ("reconnecting", "ConnectionLostError"),
+        ("reconnecting", "AuthorizationError"),
+    ]
+
+
+def test_the_default_observer_does_nothing() -> None:
+    quiet = ListenerObserver()
+    failure = ConnectionLostError("cut")
+    quiet.sender_accepted(0.1)
+    quiet.sender_rejected(404)
+    quiet.sender_failed(failure)
+    quiet.request_answered(200, 0.1)
+    quiet.received("websocket", 3)
+    quiet.sent("http", 3)
+    quiet.reconnecting(failure)
+    assert isinstance(supervisor().observer, ListenerObserver)
 
 
 def test_a_close_ends_a_stream_normally_only_at_1000_or_1001_without_a_failure() -> None:

@@ -12,6 +12,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from hyco_core import (
     ConnectionLostError,
     HttpRendezvous,
+    ListenerObserver,
     ListenerSupervisor,
     LocalProtocolError,
     Response,
@@ -70,26 +71,32 @@ async def send_response(
     channel: HttpRendezvous,
     head: Response,
     body: bytes | AsyncIterable[bytes],
-) -> None:
-    """Send a response over a rendezvous. If the sender is gone or a streamed body fails, the
-    rendezvous is closed without the final frame, so the sender sees a cut, never a truncated
-    body that looks complete."""
+    observer: ListenerObserver | None = None,
+) -> bool:
+    """Send a response over a rendezvous; ``True`` once it is all out, its body told to
+    ``observer`` piece by piece. If the sender is gone or a streamed body fails, the rendezvous
+    is closed without the final frame, so the sender sees a cut, never a truncated body that
+    looks complete."""
     try:
         channel.send_response(head)
         await socket.flush()
         if not head.body:
-            return
+            return True
         if isinstance(body, bytes):
             for piece, final in body_pieces(body):
                 channel.send_body(piece, final=final)
                 await socket.flush()
-            return
+                if observer is not None and piece:
+                    observer.sent("http", len(piece))
+            return True
         pieces = aiter(body)
         try:
             async for piece in pieces:
                 if piece:
                     channel.send_body(piece, final=False)
                     await socket.flush()
+                    if observer is not None:
+                        observer.sent("http", len(piece))
         finally:
             # Closed here, not left to the garbage collector: a producer blocked on a full
             # body learns at once that nobody reads it any more.
@@ -100,6 +107,9 @@ async def send_response(
         await socket.flush()
     except LocalProtocolError:
         logger.info("the HTTP rendezvous closed before the response was sent")
+        return False
     except Exception:
         logger.exception("the response body failed; cutting the response")
         await socket.release(*ListenerSupervisor.RESPONSE_FAILED)
+        return False
+    return True

@@ -32,6 +32,7 @@ from hyco_core import (
     HycoError,
     InvalidUrlError,
     KeepAlive,
+    ListenerObserver,
     ListenerStatus,
     ListenerStatusChanged,
     ListenerSupervisor,
@@ -78,6 +79,9 @@ class Listener(ListenerBase):
     closed with 1001 (going away), and every task is awaited; what is still under way after
     ``drain_timeout`` seconds is cut (a sender sees an error, never a truncated body passed off
     as whole).
+
+    ``observer`` hears each sender's outcome, each HTTP answer, the bytes each way and each
+    reconnection (see :class:`~hyco_core.ListenerObserver`).
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class Listener(ListenerBase):
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         accept_queue: int = 16,
         drain_timeout: float = ListenerSupervisor.REQUEST_TIMEOUT,
+        observer: ListenerObserver | None = None,
     ) -> None:
         super().__init__(
             endpoint,
@@ -105,6 +110,7 @@ class Listener(ListenerBase):
             keepalive=keepalive,
             tracking_id=tracking_id,
             max_message_size=max_message_size,
+            observer=observer,
         )
         self._drain_timeout = drain_timeout
         self._accept_handler = accept_handler
@@ -320,7 +326,7 @@ class Listener(ListenerBase):
     def _on_control_event(self, event: Event) -> None:
         tasks = self._work
         assert tasks is not None
-        work = self._supervisor.dispatch(event)
+        work = self._supervisor.dispatch(event, now=time.monotonic())
         if isinstance(work, OfferSender):
             tasks.start_soon(_contained, self._handle_accept, work)
         elif isinstance(work, AnswerRequest):
@@ -380,10 +386,12 @@ class Listener(ListenerBase):
         """Decide, then open the rendezvous (or reject it); an accepted WebSocket comes back
         with its reader running. Nothing of the handshake outlives this call."""
         accept = work.accept
+        supervisor = self._supervisor
         try:
             context = work.context()
         except InvalidUrlError as error:  # the relay's address is unusable: nothing to answer
             logger.warning("could not complete the rendezvous for %s: %s", accept.id, error)
+            supervisor.rendezvous_failed(error)
             return None
         if work.refusal is None and self._accept_handler is not None:
             try:
@@ -392,7 +400,7 @@ class Listener(ListenerBase):
                 logger.exception("the accept handler failed; rejecting with 502")
                 context.reject(*ListenerSupervisor.ACCEPT_HANDLER_FAILED)
         try:
-            channel = self._supervisor.rendezvous_channel(
+            channel = supervisor.rendezvous_channel(
                 context, now=time.monotonic(), nonce=os.urandom(16)
             )
             socket, opened, leftover = await open_socket(
@@ -403,14 +411,20 @@ class Listener(ListenerBase):
             )
         except HycoError as error:
             logger.warning("could not complete the rendezvous for %s: %s", accept.id, error)
+            supervisor.rendezvous_failed(error)
             return None
+        supervisor.rendezvous_opened(work, context, now=time.monotonic())
         if isinstance(channel, RejectChannel):
             await close_stream(socket.stream)
             return None
         assert opened is not None
         socket.clock = self._clock
         websocket = WebSocket(
-            socket, opened, max_message_size=self._max_message_size, accept=accept
+            socket,
+            opened,
+            max_message_size=self._max_message_size,
+            accept=accept,
+            observer=self._observer,
         )
         tasks = self._work
         assert tasks is not None
@@ -448,16 +462,19 @@ class Listener(ListenerBase):
             if channel.state is ChannelState.OPEN:
                 channel.send_response(head, inline or b"")
                 await control.flush()
+                if self._observer is not None and inline:
+                    self._observer.sent("http", len(inline))
+                self._answered(http_request, head)
             return
         # Too large for the control channel: answer over a rendezvous, then keep serving the
         # same sender's later requests on it, as the relay expects.
-        await self._serve_http_rendezvous(request, answer=(head, response.body))
+        await self._serve_http_rendezvous(request, answer=(http_request, head, response.body))
 
     async def _serve_http_rendezvous(
         self,
         announced: Request,
         *,
-        answer: tuple[Response, bytes | AsyncIterable[bytes]] | None = None,
+        answer: tuple[HttpRequest, Response, bytes | AsyncIterable[bytes]] | None = None,
     ) -> None:
         rendezvous = HttpRendezvous(
             address=announced.address,
@@ -478,7 +495,9 @@ class Listener(ListenerBase):
             return
         self._http_rendezvous.add(socket)
         if answer is not None:
-            await send_response(socket, rendezvous, *answer)
+            answered, head, body = answer
+            if await send_response(socket, rendezvous, head, body, self._observer):
+                self._answered(answered, head)
             await self._retire_if_idle(socket)
         pieces: MemoryObjectSendStream[bytes] | None = None
         receiving: HttpRequest | None = None  # the request whose body ``pieces`` carries
@@ -503,6 +522,7 @@ class Listener(ListenerBase):
                     default,
                 )
             elif isinstance(event, RequestBodyReceived) and pieces is not None:
+                self._body_piece_arrived(event.data)
                 if event.data:
                     # The handler may have finished without reading it all: drop the rest.
                     with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -544,7 +564,8 @@ class Listener(ListenerBase):
         try:
             if channel.state is ChannelState.OPEN:
                 head = head_of(request, response)
-                await send_response(socket, channel, head, response.body)
+                if await send_response(socket, channel, head, response.body, self._observer):
+                    self._answered(http_request, head)
                 await self._retire_if_idle(socket)
         finally:
             # Only now: a streamed response may still be reading the request body.
@@ -574,6 +595,7 @@ class Listener(ListenerBase):
     ) -> HttpRequest:
         http_request = HttpRequest.arrived(request, entity=self.endpoint.path, body=body)
         http_request._pieces = pieces
+        self._request_arrived(body)
         return http_request
 
 

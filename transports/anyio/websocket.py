@@ -21,6 +21,7 @@ from hyco_core import (
     Event,
     Headers,
     KeepAlive,
+    ListenerObserver,
     LocalProtocolError,
     MessageAssembly,
     MessageReceived,
@@ -30,6 +31,7 @@ from hyco_core import (
     connection_closed,
     sender_channel,
 )
+from hyco_transports._listening import payload_size
 from hyco_transports.auth import RelayEndpoint
 from hyco_transports.pump import ChannelSocket, LazyEvent, MessageQueue
 
@@ -57,6 +59,7 @@ class WebSocket:
         "_done",
         "_local_close",
         "_messages",
+        "_observer",
         "_socket",
         "accept",
         "subprotocol",
@@ -69,8 +72,10 @@ class WebSocket:
         *,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         accept: Accept | None = None,
+        observer: ListenerObserver | None = None,
     ) -> None:
         self._socket = socket
+        self._observer = observer
         self.subprotocol = opened.subprotocol
         self.accept = accept
         self._messages = MessageQueue(4)
@@ -99,6 +104,8 @@ class WebSocket:
             closed = self._closed_error()
             raise closed from closed.__cause__
         await self._socket.flush()
+        if self._observer is not None:
+            self._observer.sent("websocket", payload_size(data))
 
     async def recv(self) -> str | bytes:
         """The next whole message; raises :class:`~hyco_core.ConnectionClosed` once closed."""
@@ -178,6 +185,8 @@ class WebSocket:
                 self._channel().close(*MessageAssembly.TOO_BIG, now=time.monotonic())
                 return
             if whole is not None:
+                if self._observer is not None:
+                    self._observer.received("websocket", payload_size(whole))
                 await self._messages.put(whole)  # dropped if closed here: nobody will read it
         elif isinstance(event, ChannelClosed):
             self._closed = event
