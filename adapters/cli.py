@@ -19,6 +19,7 @@ from typing import TextIO, TypeVar
 from hyco_core import (
     CertificateError,
     HycoError,
+    ListenerObserver,
     create_relay_token,
     parse_connection_string,
 )
@@ -26,6 +27,7 @@ from hyco_transports.extras import missing_dependency
 
 from ._cli_errors import alone
 from .cli_arguments import CONNECTION_STRING_VARIABLE, build_parser
+from .hosting import StatusHandler
 from .log_format import configure_logging
 from .long_running import Running, running
 from .vitals import Vitals
@@ -148,6 +150,21 @@ def _run_until_stopped(function: Callable[[], Awaitable[None]], vitals: Vitals) 
     return exit_code_after(stopped.signal)
 
 
+def _keep_listening(
+    arguments: argparse.Namespace,
+    announcement: StatusHandler | None,
+    serve: Callable[[StatusHandler, ListenerObserver | None], Awaitable[None]],
+) -> int:
+    """Run ``serve(on_status, observer)``, a command keeping one listener online, until a
+    signal: the listener is a part of the command's vitals (``announcement`` hears its status
+    first) and is counted in its metrics under its hybrid connection's name."""
+    name = _hybrid_connection(arguments)
+    with running(arguments) as command:
+        on_status = command.vitals.follow(name, announcement)
+        observer = command.observe(name)
+        return _run_until_stopped(lambda: serve(on_status, observer), command.vitals)
+
+
 def _bad_drain_timeout(arguments: argparse.Namespace) -> bool:
     if math.isfinite(arguments.drain_timeout) and arguments.drain_timeout >= 0:
         return False
@@ -195,20 +212,17 @@ def _expose(arguments: argparse.Namespace, out: TextIO) -> int:
         return 2
 
     names = ", ".join(t.name for t in targets)
-    announcement = OnlineAnnouncement(f"online, exposing {names}; Ctrl-C to stop", out=out)
-    name = _hybrid_connection(arguments)
-    with running(arguments) as command:
-        on_status = command.vitals.follow(name, announcement)
-        return _run_until_stopped(
-            lambda: expose(
-                arguments.connection_string,
-                targets,
-                on_status=on_status,
-                observer=command.observe(name),
-                drain_timeout=arguments.drain_timeout,
-            ),
-            command.vitals,
-        )
+    return _keep_listening(
+        arguments,
+        OnlineAnnouncement(f"online, exposing {names}; Ctrl-C to stop", out=out),
+        lambda on_status, observer: expose(
+            arguments.connection_string,
+            targets,
+            on_status=on_status,
+            observer=observer,
+            drain_timeout=arguments.drain_timeout,
+        ),
+    )
 
 
 def _expose_http(arguments: argparse.Namespace, out: TextIO) -> int:
@@ -223,22 +237,19 @@ def _expose_http(arguments: argparse.Namespace, out: TextIO) -> int:
         print(f"hyco expose: --http: {error}", file=sys.stderr)
         return 2
     url = RelayEndpoint.from_connection_string(arguments.connection_string).http_url
-    announcement = OnlineAnnouncement(f"online: {url} -> {upstream.url}; Ctrl-C to stop", out=out)
-    name = _hybrid_connection(arguments)
-    with running(arguments) as command:
-        online = command.vitals.follow(name, announcement)
-        return _run_until_stopped(
-            lambda: expose_http(
-                arguments.connection_string,
-                upstream,
-                strip_prefix=arguments.strip_prefix,
-                preserve_host=arguments.preserve_host,
-                on_status=online,
-                observer=command.observe(name),
-                drain_timeout=arguments.drain_timeout,
-            ),
-            command.vitals,
-        )
+    return _keep_listening(
+        arguments,
+        OnlineAnnouncement(f"online: {url} -> {upstream.url}; Ctrl-C to stop", out=out),
+        lambda on_status, observer: expose_http(
+            arguments.connection_string,
+            upstream,
+            strip_prefix=arguments.strip_prefix,
+            preserve_host=arguments.preserve_host,
+            on_status=on_status,
+            observer=observer,
+            drain_timeout=arguments.drain_timeout,
+        ),
+    )
 
 
 def _forward(arguments: argparse.Namespace, out: TextIO) -> int:
@@ -311,21 +322,18 @@ def _listen(arguments: argparse.Namespace, out: TextIO) -> int:
 
     if _missing_connection_string(arguments) or _bad_drain_timeout(arguments):
         return 2
-    name = _hybrid_connection(arguments)
-    with running(arguments) as command:
-        on_status = command.vitals.follow(name)
-        observer = command.observe(name)
-        return _run_until_stopped(
-            lambda: run_listen(
-                arguments.connection_string,
-                echo=arguments.echo,
-                out=out,
-                on_status=on_status,
-                observer=observer,
-                drain_timeout=arguments.drain_timeout,
-            ),
-            command.vitals,
-        )
+    return _keep_listening(
+        arguments,
+        None,
+        lambda on_status, observer: run_listen(
+            arguments.connection_string,
+            echo=arguments.echo,
+            out=out,
+            on_status=on_status,
+            observer=observer,
+            drain_timeout=arguments.drain_timeout,
+        ),
+    )
 
 
 def _connect(arguments: argparse.Namespace, out: TextIO) -> int:

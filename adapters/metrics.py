@@ -309,6 +309,11 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
         finally:
             self._slots.release()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that goes quiet or drops mid-request is the client's affair: a line at
+        # debug level, not socketserver's traceback on stderr.
+        logger.debug("metrics client %s: dropped", client_address[0], exc_info=True)
+
 
 class _Server6(_Server):
     address_family = socket.AF_INET6
